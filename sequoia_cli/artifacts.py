@@ -1,0 +1,214 @@
+"""Reading, checking and writing the JSON artifacts that stages pass to each other.
+
+Every artifact is one JSON object with `"format": "<kind>/<version>"`. Readers take `-` for
+standard input, reject an unknown kind or a newer major version, and name the file and the exact
+fault; extra fields are kept. Writers take `-` for standard output and never leave a partial
+file: they write beside the destination, then rename.
+"""
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from sequoia_cli.errors import BadInput
+from sequoia_cli.tree import check_parents, depths, expected_tokens
+
+ACCEPTANCE = "sequoia-acceptance"
+TREE = "sequoia-tree"
+PROFILE = "sequoia-profile"
+MAJOR_VERSION = 1
+
+
+def _display(path: str) -> str:
+    return "<stdin>" if path == "-" else str(path)
+
+
+def read_json(path: str) -> dict:
+    """The JSON object in `path` (`-`: standard input)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: cannot read: {err.__class__.__name__}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BadInput(f"{_display(path)}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{_display(path)}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (`-`: standard output)."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str, artifact: dict) -> None:
+    write_text(path, json.dumps(artifact, indent=1) + "\n")
+
+
+class _Checker:
+    """Field checks that name the file and the field in the error."""
+
+    def __init__(self, path: str, artifact: dict):
+        self.where = _display(path)
+        self.artifact = artifact
+
+    def fail(self, fault: str):
+        raise BadInput(f"{self.where}: {fault}")
+
+    def field(self, name: str, obj: dict | None = None, prefix: str = ""):
+        obj = self.artifact if obj is None else obj
+        if name not in obj:
+            self.fail(f"missing field '{prefix}{name}'")
+        return obj[name]
+
+    def number(self, value, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(f"'{name}' is {value!r}, not a number")
+        if not math.isfinite(value):
+            self.fail(f"'{name}' is {value}, not a finite number")
+        if not low <= value <= high:
+            self.fail(f"'{name}' is {value}, outside [{low}, {high}]")
+        return value
+
+    def integer(self, value, name: str, low: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"'{name}' is {value!r}, not an integer")
+        if value < low:
+            self.fail(f"'{name}' is {value}, must be >= {low}")
+        return value
+
+    def number_list(self, value, name: str, low: float = -math.inf, high: float = math.inf) -> list:
+        if not isinstance(value, list) or not value:
+            self.fail(f"'{name}' must be a non-empty list of numbers")
+        return [self.number(x, f"{name}[{i}]", low, high) for i, x in enumerate(value)]
+
+
+def check_format(path: str, artifact: dict, kind: str) -> None:
+    """Accept `kind/1.x`; name what was found otherwise."""
+    found = artifact.get("format")
+    if found is None:
+        raise BadInput(f"{_display(path)}: missing field 'format' (expected '{kind}/{MAJOR_VERSION}')")
+    found_kind, _, version = str(found).partition("/")
+    if found_kind != kind:
+        raise BadInput(f"{_display(path)}: format is '{found}', expected a '{kind}/{MAJOR_VERSION}' file")
+    major = version.split(".")[0]
+    if not major.isdigit():
+        raise BadInput(f"{_display(path)}: format '{found}' has no version number")
+    if int(major) > MAJOR_VERSION:
+        raise BadInput(
+            f"{_display(path)}: format '{found}' is newer than this sequoia reads "
+            f"('{kind}/{MAJOR_VERSION}'): upgrade sequoia"
+        )
+
+
+def check_acceptance(path: str, artifact: dict) -> dict:
+    check_format(path, artifact, ACCEPTANCE)
+    check = _Checker(path, artifact)
+    acceptance = check.number_list(check.field("acceptance"), "acceptance", 0.0, 1.0)
+    if sum(acceptance) > 1.0 + 1e-6:
+        check.fail(f"'acceptance' sums to {sum(acceptance):.6f} > 1")
+    mode = check.field("mode")
+    if mode not in ("greedy", "stochastic"):
+        check.fail(f"'mode' is {mode!r}, expected 'greedy' or 'stochastic'")
+    if "rejected_all" in artifact:
+        rejected_all = check.number(artifact["rejected_all"], "rejected_all", 0.0, 1.0)
+        if abs(rejected_all + sum(acceptance) - 1.0) > 1e-4:
+            check.fail(f"'rejected_all' {rejected_all} and 'acceptance' (sum {sum(acceptance):.6f}) do not add to 1")
+    if "width" in artifact and check.integer(artifact["width"], "width", 1) < len(acceptance):
+        check.fail(f"'width' is {artifact['width']} but 'acceptance' has {len(acceptance)} entries")
+    for name in ("temperature", "top_p"):
+        if artifact.get(name) is not None:
+            check.number(artifact[name], name, 0.0)
+    return artifact
+
+
+def check_tree(path: str, artifact: dict) -> dict:
+    check_format(path, artifact, TREE)
+    check = _Checker(path, artifact)
+    parents = check.field("parents")
+    if not isinstance(parents, list):
+        check.fail("'parents' must be a list of integers")
+    try:
+        check_parents(parents)
+    except ValueError as err:
+        check.fail(str(err))
+    size = check.integer(check.field("size"), "size", 1)
+    if size != len(parents):
+        check.fail(f"'size' is {size} but 'parents' has {len(parents)} nodes")
+    depth = check.integer(check.field("depth"), "depth", 0)
+    if depth != max(depths(parents)):
+        check.fail(f"'depth' is {depth} but the tree in 'parents' has depth {max(depths(parents))}")
+    if "acceptance" in artifact:
+        acceptance = check.number_list(artifact["acceptance"], "acceptance", 0.0, 1.0)
+        if "expected_tokens" in artifact:
+            stated = check.number(artifact["expected_tokens"], "expected_tokens", 1.0)
+            actual = expected_tokens(parents, acceptance)
+            if abs(stated - actual) > 1e-6 * max(1.0, actual):
+                check.fail(f"'expected_tokens' is {stated} but the tree and 'acceptance' give {actual:.6f}")
+    return artifact
+
+
+def _check_timings(check: _Checker, timings, name: str) -> dict[int, float]:
+    if not isinstance(timings, dict) or not timings:
+        check.fail(f"'{name}' must be a non-empty object mapping token counts to milliseconds")
+    out = {}
+    for count, ms in timings.items():
+        if not str(count).isdigit() or int(count) < 1:
+            check.fail(f"'{name}' has key {count!r}: token counts are integers >= 1")
+        out[int(count)] = check.number(ms, f"{name}.{count}", 0.0)
+        if ms <= 0:
+            check.fail(f"'{name}.{count}' is {ms}: a forward takes a positive time")
+    if 1 not in out:
+        check.fail(f"'{name}' has no timing for 1 token")
+    return dict(sorted(out.items()))
+
+
+def check_profile(path: str, artifact: dict) -> dict:
+    check_format(path, artifact, PROFILE)
+    check = _Checker(path, artifact)
+    check.integer(check.field("context_length"), "context_length", 0)
+    for role in ("target", "draft"):
+        if role == "draft" and artifact.get("draft") is None:
+            continue
+        section = check.field(role)
+        if not isinstance(section, dict):
+            check.fail(f"'{role}' must be an object with 'model' and 'ms'")
+        _check_timings(check, check.field("ms", section, f"{role}."), f"{role}.ms")
+    return artifact
+
+
+def read_acceptance(path: str) -> dict:
+    return check_acceptance(path, read_json(path))
+
+
+def read_tree(path: str) -> dict:
+    return check_tree(path, read_json(path))
+
+
+def read_profile(path: str) -> dict:
+    return check_profile(path, read_json(path))
+
+
+def timings(section: dict) -> dict[int, float]:
+    """A checked profile section's `ms` with integer token counts, sorted."""
+    return dict(sorted((int(count), float(ms)) for count, ms in section["ms"].items()))

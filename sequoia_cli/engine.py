@@ -1,0 +1,270 @@
+"""The decode loop: grow a token tree with the draft, verify it with one target forward, keep the
+accepted path in both KV caches, repeat.
+
+Every method runs through `generate`: autoregressive decoding is a tree of size 1 (no draft), a
+chain of K tokens is a tree of depth K with one child per node, Sequoia and SpecInfer differ only
+in how children are drawn and verified (`sampling.py`).
+
+Both models see a tree as extra query tokens on top of their KV cache, with a 4D float mask
+(0 = attend, dtype min = blocked) in which a node sees the cached prefix and its own ancestors,
+and `position_ids` = prefix length + node depth. The draft reads one level per forward; the target
+reads the whole tree in one forward.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers import DynamicCache
+
+from sequoia_cli.sampling import distribution, draw_children, sample, verify_node
+from sequoia_cli.tree import check_parents, depths, level_order, level_widths
+
+
+@dataclass
+class Layout:
+    """What the loop needs of a tree, computed once per tree. Nodes are in level order, so level l
+    is nodes level_starts[l]..level_starts[l+1]-1, and tree node i >= 1 sits at offset i - 1
+    after the prefix in either cache."""
+
+    parents: list[int]
+    depth: int
+    node_depths: list[int]
+    depth_of: torch.Tensor  # node_depths as a tensor on the device
+    children: list[list[int]]
+    level_starts: list[int]
+    ancestors: torch.Tensor  # (n, n) bool: i sees j (j is i or an ancestor of i)
+
+    @property
+    def size(self) -> int:
+        return len(self.parents)
+
+
+def tree_layout(parents: list[int], device: torch.device | str = "cpu") -> Layout:
+    check_parents(parents)
+    parents = level_order(parents)
+    size = len(parents)
+    node_depths = depths(parents)
+    children = [[] for _ in parents]
+    ancestors = torch.eye(size, dtype=torch.bool)
+    for i in range(1, size):
+        children[parents[i]].append(i)
+        ancestors[i] |= ancestors[parents[i]]
+    widths = level_widths(parents)
+    level_starts = [sum(widths[:l]) for l in range(len(widths) + 1)]
+    return Layout(parents, len(widths) - 1, node_depths, torch.tensor(node_depths, device=device), children,
+                  level_starts, ancestors.to(device))
+
+
+def chain_parents(length: int) -> list[int]:
+    """A chain of `length` speculated tokens: size length + 1, depth length."""
+    return list(range(-1, length))
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    method: str = "sequoia"  # sequoia | specinfer | topk
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Result:
+    output_ids: list[int]
+    accepted: list[int] = field(default_factory=list)  # tokens added per step
+    seconds: float = 0.0
+    draft_forwards: int = 0
+    stopped_by: str = ""  # eos | max_new_tokens | context
+
+
+def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
+    """4D float mask (1, 1, rows, kv_length): `attend` (rows, cols) says what each new token sees
+    of the last `cols` cache entries; everything before those is the prefix, seen by all."""
+    rows, cols = attend.shape
+    seen = torch.cat([torch.ones(rows, kv_length - cols, dtype=torch.bool, device=attend.device), attend], dim=1)
+    blocked = torch.full(seen.shape, torch.finfo(dtype).min, dtype=dtype, device=seen.device)
+    return torch.where(seen, torch.zeros((), dtype=dtype, device=seen.device), blocked)[None, None]
+
+
+def _forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.Tensor,
+             attend: torch.Tensor) -> torch.Tensor:
+    """Logits (new tokens, vocab) of one forward over `tokens` on top of `cache`."""
+    mask = _mask(attend, cache.get_seq_length() + len(tokens), model.dtype)
+    out = model(input_ids=tokens[None], position_ids=positions[None], attention_mask=mask,
+                past_key_values=cache, use_cache=True)
+    return out.logits[0]
+
+
+def _causal(count: int, device) -> torch.Tensor:
+    return torch.ones(count, count, dtype=torch.bool, device=device).tril()
+
+
+def _keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
+    """Keep cache[:start] followed by the entries at start + offsets (the accepted nodes), drop
+    the rest. Offsets increase and offsets[j] >= j, so the entries move down, never up."""
+    end = start + len(offsets)
+    index = None
+    if offsets != list(range(len(offsets))):
+        index = torch.tensor(offsets, device=cache.layers[0].keys.device) + start
+    for layer in cache.layers:
+        if index is not None:
+            layer.keys[:, :, start:end] = layer.keys[:, :, index]
+            layer.values[:, :, start:end] = layer.values[:, :, index]
+        layer.keys, layer.values = layer.keys[:, :, :end], layer.values[:, :, :end]
+
+
+def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, sampling: Sampling,
+                vocab: int, generator: torch.Generator, device) -> tuple[torch.Tensor, list, torch.Tensor]:
+    """Grow the tree level by level: tokens (n,), the draft distribution each node's children
+    were drawn from ({node: q}; draft logits in greedy mode), and which nodes are real draws."""
+    tokens = torch.zeros(layout.size, dtype=torch.long, device=device)
+    tokens[0] = pending[-1]
+    alive = torch.ones(layout.size, dtype=torch.bool, device=device)
+    proposals = {}
+    cached = cache.get_seq_length()
+    root_position = cached + len(pending) - 1
+    for level in range(layout.depth):
+        start, end = layout.level_starts[level], layout.level_starts[level + 1]
+        if level == 0:  # the tokens the draft has not read yet, ending with the root
+            logits = _forward(draft, cache, torch.tensor(pending, device=device),
+                              cached + torch.arange(len(pending), device=device), _causal(len(pending), device))[-1:]
+        else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
+            logits = _forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
+                              layout.ancestors[start:end, 1:end])
+        logits = _fit_vocab(logits.float(), vocab)
+        counts = [len(layout.children[node]) for node in range(start, end)]
+        most = max(counts)
+        if most == 0:
+            continue
+        if sampling.greedy:
+            dists = logits  # unused by greedy verification, kept for a uniform return
+            drawn, real = logits.topk(most, dim=-1)[1], torch.ones(end - start, most, dtype=torch.bool, device=device)
+        else:
+            dists = distribution(logits, sampling.temperature, sampling.top_p)
+            drawn, real = draw_children(dists, most, sampling.method, generator)
+        for row, node in enumerate(range(start, end)):
+            kids = layout.children[node]
+            if kids:
+                proposals[node] = dists[row]
+                tokens[kids] = drawn[row, :len(kids)]
+                alive[kids] = real[row, :len(kids)] & alive[node]
+    return tokens, proposals, alive
+
+
+def _fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Draft logits over the target's vocabulary: a draft with padding columns loses them, a
+    smaller draft never proposes the target's extra tokens."""
+    if logits.shape[-1] >= vocab:
+        return logits[..., :vocab]
+    pad = torch.full((*logits.shape[:-1], vocab - logits.shape[-1]), -torch.inf, device=logits.device)
+    return torch.cat([logits, pad], dim=-1)
+
+
+def _verify(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, alive: torch.Tensor,
+            layout: Layout, sampling: Sampling, generator: torch.Generator) -> tuple[list[int], int]:
+    """Walk down from the root; returns the accepted nodes (root excluded) and the token that
+    ends the step, drawn from the target (or its residual)."""
+    path, node = [], 0
+    token_list, alive_list = tokens.tolist(), alive.tolist()
+    while True:
+        kids = [k for k in layout.children[node] if alive_list[k]]
+        if sampling.greedy:
+            best = int(target_logits[node].argmax())
+            match = next((k for k in kids if token_list[k] == best), None)
+            if match is None:
+                return path, best
+            path.append(match)
+            node = match
+            continue
+        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
+        if not kids:
+            return path, sample(p, generator)
+        uniforms = torch.rand(len(kids), generator=generator, device=p.device).tolist()
+        chosen, rest, _ = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, uniforms)
+        if chosen is None:
+            return path, sample(rest, generator)
+        node = kids[chosen]
+        path.append(node)
+
+
+def context_length(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+
+
+def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sampling, max_new_tokens: int,
+             eos_ids: set[int], generator: torch.Generator,
+             on_tokens: Callable[[list[int]], None] | None = None) -> Result:
+    """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
+    follows the target's own distribution (token for token in greedy mode)."""
+    device = target.device
+    vocab = target.get_output_embeddings().weight.shape[0]
+    context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
+    single = tree_layout([-1], device)
+    tokens = list(prompt_ids)
+    result = Result(output_ids=[])
+    target_cache, draft_cache = DynamicCache(config=target.config), None
+    if draft is not None and layout.depth > 0:
+        draft_cache = DynamicCache(config=draft.config)
+    target_cached = draft_cached = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        while True:
+            # Near the end of the context, finish with plain steps rather than overflow it.
+            step_layout = layout if len(tokens) + layout.depth <= context else single
+            pending = tokens[draft_cached:]
+            if step_layout.depth > 0:
+                tree, proposals, alive = _draft_tree(draft, draft_cache, pending, step_layout, sampling,
+                                                     vocab, generator, device)
+                result.draft_forwards += step_layout.depth
+            else:
+                tree = torch.tensor(tokens[-1:], device=device)
+                proposals, alive = {}, torch.ones(1, dtype=torch.bool, device=device)
+            chunk = torch.tensor(tokens[target_cached:], device=device)
+            n_chunk, root = len(chunk), len(tokens) - 1
+            positions = torch.cat([root - n_chunk + 1 + torch.arange(n_chunk, device=device),
+                                   root + step_layout.depth_of[1:]])
+            attend = torch.zeros(n_chunk + step_layout.size - 1, n_chunk + step_layout.size - 1,
+                                 dtype=torch.bool, device=device)
+            attend[:n_chunk, :n_chunk] = _causal(n_chunk, device)
+            attend[n_chunk:, :n_chunk] = True
+            attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
+            logits = _forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend)
+            path, last = _verify(logits[n_chunk - 1:], tree, proposals, alive, step_layout, sampling, generator)
+
+            _keep(target_cache, root + 1, [node - 1 for node in path])
+            target_cached = root + 1 + len(path)
+            if step_layout.depth > 0:  # the draft never read the deepest level
+                fed = [node - 1 for node in path if step_layout.node_depths[node] < step_layout.depth]
+                _keep(draft_cache, root + 1, fed)
+                draft_cached = root + 1 + len(fed)
+            new = tree[path].tolist() + [last]
+
+            new, result.stopped_by = _until_stop(new, eos_ids, max_new_tokens - len(result.output_ids))
+            tokens += new
+            result.output_ids += new
+            result.accepted.append(len(new))
+            if on_tokens:
+                on_tokens(new)
+            if not result.stopped_by and len(tokens) >= context:
+                result.stopped_by = "context"
+            if result.stopped_by:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _until_stop(new: list[int], eos_ids: set[int], room: int) -> tuple[list[int], str]:
+    """Cut a step's tokens at the first EOS (kept) or when the budget runs out."""
+    for i, token in enumerate(new[:room]):
+        if token in eos_ids:
+            return new[: i + 1], "eos"
+    if len(new) >= room:
+        return new[:room], "max_new_tokens"
+    return new, ""

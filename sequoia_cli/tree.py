@@ -1,0 +1,166 @@
+"""Token trees: the Sequoia dynamic program, tree shape helpers and expected tokens.
+
+A tree is its `parents` list: node 0 is the root (`parents[0] == -1`), every other node's parent
+has a smaller index, and the children of a node in increasing index order are its 1st, 2nd, ...
+child (rank 1, 2, ...). Under the positional acceptance assumption, the child of rank k is the
+accepted one with probability `acceptance[k-1]`, so a node is reached with the product of the
+acceptance of the ranks on its root path, and the expected tokens per step is the sum of those
+products over all nodes (the root counts 1: the target always adds a token).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from sequoia_cli.errors import BadInput
+
+
+def check_parents(parents: list[int]) -> None:
+    """Raise ValueError unless `parents` is a tree in topological order."""
+    if not parents:
+        raise ValueError("parents is empty: a tree has at least the root")
+    if parents[0] != -1:
+        raise ValueError(f"parents[0] is {parents[0]}, the root's must be -1")
+    for i, parent in enumerate(parents[1:], start=1):
+        if not isinstance(parent, int) or isinstance(parent, bool):
+            raise ValueError(f"parents[{i}] is {parent!r}, not an integer")
+        if not 0 <= parent < i:
+            raise ValueError(f"parents[{i}] is {parent}: not topological (needs 0 <= parent < {i})")
+
+
+def depths(parents: list[int]) -> list[int]:
+    out = [0] * len(parents)
+    for i in range(1, len(parents)):
+        out[i] = out[parents[i]] + 1
+    return out
+
+
+def ranks(parents: list[int]) -> list[int]:
+    """Rank of each node among its siblings (1 = first child); the root has rank 0."""
+    seen_children = [0] * len(parents)
+    out = [0] * len(parents)
+    for i in range(1, len(parents)):
+        seen_children[parents[i]] += 1
+        out[i] = seen_children[parents[i]]
+    return out
+
+
+def level_widths(parents: list[int]) -> list[int]:
+    """Number of nodes at each level, root level first."""
+    node_depths = depths(parents)
+    return np.bincount(node_depths).tolist()
+
+
+def path_probabilities(parents: list[int], acceptance: list[float]) -> list[float]:
+    """Probability that each node is reached, under the positional acceptance assumption."""
+    node_ranks = ranks(parents)
+    out = [1.0] * len(parents)
+    for i in range(1, len(parents)):
+        rank = node_ranks[i]
+        out[i] = out[parents[i]] * (acceptance[rank - 1] if rank <= len(acceptance) else 0.0)
+    return out
+
+
+def expected_tokens(parents: list[int], acceptance: list[float]) -> float:
+    return float(sum(path_probabilities(parents, acceptance)))
+
+
+def max_nodes(width: int, depth: int) -> int:
+    """Largest tree with at most `width` children per node and depth at most `depth`."""
+    return depth + 1 if width == 1 else (width ** (depth + 1) - 1) // (width - 1)
+
+
+@dataclass
+class TreeTable:
+    """The DP's result: `expected[d, n]` is the largest expected tokens of a tree of exactly n
+    nodes and depth at most d (-inf where no such tree exists); `choice` lets `best_tree`
+    rebuild the argmax trees."""
+
+    acceptance: list[float]
+    expected: np.ndarray  # (max_depth + 1, max_size + 1), column 0 unused
+    choice: np.ndarray  # (max_depth + 1, width + 1, max_size): subtree size of the rank-k child
+
+    @property
+    def max_size(self) -> int:
+        return self.expected.shape[1] - 1
+
+    @property
+    def max_depth(self) -> int:
+        return self.expected.shape[0] - 1
+
+
+def _max_plus_convolution(child_values: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """out[m] = max over s in 1..m of child_values[s] + rest[m - s] (out[0] = rest[0] = 0 case
+    handled by the caller); also returns the argmax s. Both inputs have length M + 1."""
+    size = len(rest)
+    padded = np.concatenate([np.full(size - 1, -np.inf, dtype=rest.dtype), rest])
+    # shifted[m, s] = rest[m - s], -inf where s > m; a strided view, no copy.
+    shifted = sliding_window_view(padded, size)[:, ::-1]
+    totals = shifted + child_values[None, :]
+    best = totals.argmax(axis=1)
+    return totals[np.arange(size), best], best
+
+
+def tree_table(acceptance: list[float], max_size: int, max_depth: int) -> TreeTable:
+    """Sequoia's dynamic program, exact for any acceptance vector (monotone or not).
+
+    A tree of n nodes and depth <= d is a root plus children of ranks 1..b whose subtrees have
+    depth <= d - 1 and sizes summing to n - 1; the rank-k child adds acceptance[k-1] times its
+    subtree's value. `rest[k][m]` is the best value of children of ranks k, k+1, ... holding m
+    nodes in all, built from rank W down to rank 1 by max-plus convolution.
+    """
+    width = len(acceptance)
+    values = np.asarray(acceptance, dtype=np.float64)
+    expected = np.full((max_depth + 1, max_size + 1), -np.inf)
+    expected[:, 1] = 1.0
+    choice = np.zeros((max_depth + 1, width + 1, max_size), dtype=np.int32)
+    nodes_below = max_size - 1  # children hold at most n - 1 nodes
+    for d in range(1, max_depth + 1):
+        subtree = expected[d - 1, : nodes_below + 1].copy()
+        subtree[0] = -np.inf  # a child holds at least itself
+        rest = np.full(nodes_below + 1, -np.inf)
+        rest[0] = 0.0
+        for k in range(width, 0, -1):
+            # 0 * -inf would be nan: keep impossible sizes impossible.
+            child_values = np.where(np.isfinite(subtree), values[k - 1] * subtree, -np.inf)
+            best, chosen = _max_plus_convolution(child_values, rest)
+            best[0], chosen[0] = 0.0, 0
+            choice[d, k] = chosen
+            rest = best
+        expected[d, 1:] = 1.0 + rest
+    return TreeTable(acceptance=list(acceptance), expected=expected, choice=choice)
+
+
+def best_tree(table: TreeTable, size: int, depth: int) -> list[int]:
+    """The DP's argmax tree of `size` nodes and depth <= `depth`, as parents in level order
+    (breadth first, siblings in rank order), so each level is a contiguous run of nodes."""
+    if not np.isfinite(table.expected[depth, size]):
+        raise BadInput(
+            f"no tree of size {size} has depth <= {depth} with {len(table.acceptance)} child ranks"
+            f" (at most {max_nodes(len(table.acceptance), depth)} nodes fit)"
+        )
+    parents = [-1]
+    # Each queued entry is (node index, its subtree size, its depth bound): expand level by level.
+    queue = [(0, size, depth)]
+    for node, subtree_size, bound in queue:
+        remaining, rank = subtree_size - 1, 1
+        while remaining > 0:
+            child_size = int(table.choice[bound, rank, remaining])
+            parents.append(node)
+            queue.append((len(parents) - 1, child_size, bound - 1))
+            remaining -= child_size
+            rank += 1
+    return parents
+
+
+def level_order(parents: list[int]) -> list[int]:
+    """Relabel a tree in level order, keeping each node's rank; returns the new parents."""
+    children = [[] for _ in parents]
+    for i in range(1, len(parents)):
+        children[parents[i]].append(i)
+    order = [0]
+    for node in order:
+        order.extend(children[node])
+    new_index = {old: new for new, old in enumerate(order)}
+    return [-1] + [new_index[parents[old]] for old in order[1:]]
