@@ -91,7 +91,7 @@ def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Ten
     return torch.where(seen, torch.zeros((), dtype=dtype, device=seen.device), blocked)[None, None]
 
 
-def _forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.Tensor,
+def forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.Tensor,
              attend: torch.Tensor) -> torch.Tensor:
     """Logits (new tokens, vocab) of one forward over `tokens` on top of `cache`."""
     mask = _mask(attend, cache.get_seq_length() + len(tokens), model.dtype)
@@ -100,11 +100,11 @@ def _forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.
     return out.logits[0]
 
 
-def _causal(count: int, device) -> torch.Tensor:
+def causal(count: int, device) -> torch.Tensor:
     return torch.ones(count, count, dtype=torch.bool, device=device).tril()
 
 
-def _keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
+def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
     """Keep cache[:start] followed by the entries at start + offsets (the accepted nodes), drop
     the rest. Offsets increase and offsets[j] >= j, so the entries move down, never up."""
     end = start + len(offsets)
@@ -131,12 +131,12 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
     for level in range(layout.depth):
         start, end = layout.level_starts[level], layout.level_starts[level + 1]
         if level == 0:  # the tokens the draft has not read yet, ending with the root
-            logits = _forward(draft, cache, torch.tensor(pending, device=device),
-                              cached + torch.arange(len(pending), device=device), _causal(len(pending), device))[-1:]
+            logits = forward(draft, cache, torch.tensor(pending, device=device),
+                              cached + torch.arange(len(pending), device=device), causal(len(pending), device))[-1:]
         else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
-            logits = _forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
+            logits = forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
                               layout.ancestors[start:end, 1:end])
-        logits = _fit_vocab(logits.float(), vocab)
+        logits = fit_vocab(logits.float(), vocab)
         counts = [len(layout.children[node]) for node in range(start, end)]
         most = max(counts)
         if most == 0:
@@ -156,7 +156,7 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
     return tokens, proposals, alive
 
 
-def _fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     """Draft logits over the target's vocabulary: a draft with padding columns loses them, a
     smaller draft never proposes the target's extra tokens."""
     if logits.shape[-1] >= vocab:
@@ -230,17 +230,17 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                                    root + step_layout.depth_of[1:]])
             attend = torch.zeros(n_chunk + step_layout.size - 1, n_chunk + step_layout.size - 1,
                                  dtype=torch.bool, device=device)
-            attend[:n_chunk, :n_chunk] = _causal(n_chunk, device)
+            attend[:n_chunk, :n_chunk] = causal(n_chunk, device)
             attend[n_chunk:, :n_chunk] = True
             attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
-            logits = _forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend)
+            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend)
             path, last = _verify(logits[n_chunk - 1:], tree, proposals, alive, step_layout, sampling, generator)
 
-            _keep(target_cache, root + 1, [node - 1 for node in path])
+            keep(target_cache, root + 1, [node - 1 for node in path])
             target_cached = root + 1 + len(path)
             if step_layout.depth > 0:  # the draft never read the deepest level
                 fed = [node - 1 for node in path if step_layout.node_depths[node] < step_layout.depth]
-                _keep(draft_cache, root + 1, fed)
+                keep(draft_cache, root + 1, fed)
                 draft_cached = root + 1 + len(fed)
             new = tree[path].tolist() + [last]
 

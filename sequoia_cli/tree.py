@@ -119,11 +119,12 @@ def tree_table(acceptance: list[float], max_size: int, max_depth: int) -> TreeTa
     for d in range(1, max_depth + 1):
         subtree = expected[d - 1, : nodes_below + 1].copy()
         subtree[0] = -np.inf  # a child holds at least itself
+        possible = np.isfinite(subtree)
         rest = np.full(nodes_below + 1, -np.inf)
         rest[0] = 0.0
         for k in range(width, 0, -1):
-            # 0 * -inf would be nan: keep impossible sizes impossible.
-            child_values = np.where(np.isfinite(subtree), values[k - 1] * subtree, -np.inf)
+            child_values = np.full_like(subtree, -np.inf)
+            child_values[possible] = values[k - 1] * subtree[possible]  # 0 * -inf would be nan
             best, chosen = _max_plus_convolution(child_values, rest)
             best[0], chosen[0] = 0.0, 0
             choice[d, k] = chosen

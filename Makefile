@@ -1,0 +1,69 @@
+# Set-up, tests and the demo pipeline. `make demo` on a fresh machine: venv, default pair, all stages.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CUDA user sets TORCH to a CUDA build (or installs torch in the venv first).
+TORCH ?= torch==2.13.0
+SEQUOIA := $(BIN)/sequoia
+
+PAIR ?= qwen2.5-coder
+DEVICE ?= cpu
+DTYPE ?= bfloat16
+# Empty TEMPERATURE: greedy. Otherwise e.g. `make demo TEMPERATURE=0.6 TOP_P=0.9`.
+TEMPERATURE ?=
+TOP_P ?= 1.0
+WIDTH ?= 8
+PROMPTS ?= 4
+MAX_TOKENS ?= 64
+MAX_DEPTH ?= 8
+NEW_TOKENS ?= 128
+DEMO_PROMPT ?= Write a Python function that checks whether a string is a palindrome, with a docstring and two examples.
+
+ifeq ($(TEMPERATURE),)
+SETTING := greedy
+SAMPLING := --greedy
+else
+SETTING := t$(TEMPERATURE)-p$(TOP_P)
+SAMPLING := --temperature $(TEMPERATURE) --top-p $(TOP_P)
+endif
+RUN := runs/$(PAIR)/$(DEVICE)-$(DTYPE)/$(SETTING)
+MODELS := --pair $(PAIR) --device $(DEVICE) --dtype $(DTYPE)
+
+.PHONY: setup test demo fetch bench bench-quick clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+fetch: setup
+	$(SEQUOIA) fetch-models $(PAIR)
+
+$(RUN)/acceptance.json: | fetch
+	$(SEQUOIA) measure-acceptance $(MODELS) --data mt-bench --max-prompts $(PROMPTS) $(SAMPLING) --width $(WIDTH) --seed 0 --out $@
+
+runs/$(PAIR)/$(DEVICE)-$(DTYPE)/profile.json: | fetch
+	$(SEQUOIA) profile-hw $(MODELS) --max-tokens $(MAX_TOKENS) --out $@
+
+$(RUN)/tree.json: $(RUN)/acceptance.json runs/$(PAIR)/$(DEVICE)-$(DTYPE)/profile.json
+	$(SEQUOIA) optimize --acceptance $< --profile runs/$(PAIR)/$(DEVICE)-$(DTYPE)/profile.json --max-depth $(MAX_DEPTH) --out $@
+
+$(RUN)/sequoia.json: $(RUN)/tree.json
+	$(SEQUOIA) decode $(MODELS) --tree $< --prompt "$(DEMO_PROMPT)" $(SAMPLING) --seed 0 --max-new-tokens $(NEW_TOKENS) --stats $@
+
+$(RUN)/autoregressive.json: | fetch
+	$(SEQUOIA) decode $(MODELS) --method autoregressive --prompt "$(DEMO_PROMPT)" $(SAMPLING) --seed 0 --max-new-tokens $(NEW_TOKENS) --stats $@
+
+demo: $(RUN)/sequoia.json $(RUN)/autoregressive.json
+	$(SEQUOIA) compare $(RUN)/sequoia.json $(RUN)/autoregressive.json
+
+clean:
+	rm -rf runs

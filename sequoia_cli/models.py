@@ -1,0 +1,96 @@
+"""Loading draft and target models: names, devices, dtypes, tokenizers, prompts, EOS."""
+
+import os
+
+import torch
+
+from sequoia_cli.errors import BadInput
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def device_of(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"--device '{name}' is not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {name}: no CUDA device is available here (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise BadInput(f"--device '{name}' is not supported (cpu, cuda, cuda:N)")
+    return device
+
+
+def dtype_of(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise BadInput(f"--dtype '{name}' is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve(name: str, role: str) -> str:
+    """A pair name from configs/ stands for that pair's fetched draft or target folder; anything
+    else is a Hugging Face id or a local folder, passed on as is."""
+    from stages.fetch_models import model_dir, pair_names
+
+    if name in pair_names():
+        return str(model_dir(name, role))
+    return name
+
+
+def load_tokenizer(name: str, role: str):
+    from transformers import AutoTokenizer
+
+    path = resolve(name, role)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise BadInput(f"cannot load the {role} tokenizer '{name}': {_first_line(err)}") from None
+
+
+def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # our own status line says what is loading
+
+    path = resolve(name, role)
+    if not os.path.isdir(path) and os.path.sep in path:
+        raise BadInput(f"--{role} {name}: no such folder")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
+    return model.to(device).eval()
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else err.__class__.__name__
+
+
+def check_same_tokenizer(draft_tokenizer, target_tokenizer) -> None:
+    """Speculative decoding compares token ids: both models must mean the same by each id."""
+    draft_vocab, target_vocab = draft_tokenizer.get_vocab(), target_tokenizer.get_vocab()
+    if draft_vocab != target_vocab:
+        differing = sum(1 for token, i in target_vocab.items() if draft_vocab.get(token) != i)
+        raise BadInput(f"the draft and target tokenizers differ ({len(draft_vocab)} vs {len(target_vocab)} tokens,"
+                       f" {differing} target tokens with another id): pick a draft of the target's family")
+
+
+def encode_prompt(tokenizer, text: str, chat_template: bool) -> list[int]:
+    """Token ids of a prompt; instruct models get it as a user turn when they have a template."""
+    if chat_template and tokenizer.chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text)["input_ids"]
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """The ids that end generation: the model's generation config, else the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    if configured is None:
+        return set()
+    return set(configured) if isinstance(configured, (list, tuple)) else {configured}

@@ -1,0 +1,69 @@
+"""profile-hw: how long one forward of n new tokens takes on this machine, on a KV cache of
+`context_length` tokens, for the token counts the optimizer weighs."""
+
+import statistics
+import time
+
+import torch
+from transformers import DynamicCache
+
+from sequoia_cli.engine import causal, forward, keep
+from sequoia_cli.errors import BadInput
+
+
+def token_counts(max_tokens: int) -> list[int]:
+    """1..8, then powers of two up to max_tokens."""
+    if max_tokens < 1:
+        raise BadInput(f"--max-tokens is {max_tokens}: profile at least 1 token")
+    counts = list(range(1, min(8, max_tokens) + 1))
+    power = 16
+    while power <= max_tokens:
+        counts.append(power)
+        power *= 2
+    if counts[-1] != max_tokens:
+        counts.append(max_tokens)
+    return counts
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def profile_model(model, context_length: int, counts: list[int], repeats: int, warmup: int,
+                  seed: int = 0, on_count_done=None) -> dict[str, float]:
+    """Median milliseconds of one forward of n tokens (with the tree mask path decode uses) on top
+    of a cache of `context_length` random tokens, for each n in `counts`."""
+    device = model.device
+    vocab = model.config.vocab_size
+    generator = torch.Generator().manual_seed(seed)
+    cache = DynamicCache(config=model.config)
+    ms = {}
+    with torch.inference_mode():
+        prefix = torch.randint(0, vocab, (context_length,), generator=generator).to(device)
+        if context_length:
+            forward(model, cache, prefix, torch.arange(context_length, device=device), causal(context_length, device))
+        for count in counts:
+            tokens = torch.randint(0, vocab, (count,), generator=generator).to(device)
+            positions = context_length + torch.arange(count, device=device)
+            mask = causal(count, device)
+            times = []
+            for run in range(warmup + repeats):
+                _sync(device)
+                started = time.perf_counter()
+                forward(model, cache, tokens, positions, mask)
+                _sync(device)
+                if run >= warmup:
+                    times.append((time.perf_counter() - started) * 1000.0)
+                keep(cache, context_length, [])
+            ms[str(count)] = statistics.median(times)
+            if on_count_done:
+                on_count_done()
+    return ms
+
+
+def machine_facts(device: torch.device, dtype: str) -> dict:
+    facts = {"device": str(device), "dtype": dtype, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
