@@ -21,6 +21,7 @@ console = Console(stderr=True)
 app = typer.Typer(
     help="Sequoia speculative decoding: a draft model proposes a token tree, the target verifies "
     "it in one forward. Stages pass JSON artifacts as files or through pipes ('-').",
+    epilog="Example: sequoia build-tree --acceptance acc.json --size 32 --out - | sequoia show -",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -80,6 +80,9 @@ class Result:
     seconds: float = 0.0
     draft_forwards: int = 0
     stopped_by: str = ""  # eos | max_new_tokens | context
+    # The caches at the end: the target's holds every token but the last, the draft's a prefix.
+    target_cache: DynamicCache | None = None
+    draft_cache: DynamicCache | None = None
 
 
 def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -253,10 +256,15 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             if not result.stopped_by and len(tokens) >= context:
                 result.stopped_by = "context"
             if result.stopped_by:
+                # A step cut short at EOS or the budget leaves tokens in the caches that are not kept.
+                keep(target_cache, min(target_cached, len(tokens) - 1), [])
+                if draft_cache is not None and draft_cache.get_seq_length():
+                    keep(draft_cache, min(draft_cached, len(tokens) - 1), [])
                 break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     result.seconds = time.perf_counter() - started
+    result.target_cache, result.draft_cache = target_cache, draft_cache
     return result
 
 

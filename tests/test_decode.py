@@ -1,0 +1,219 @@
+"""decode on tiny random models (float32): tree forwards, greedy identity, caches, sampling."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from scipy.stats import chisquare
+from transformers import DynamicCache
+
+from sequoia_cli.engine import Sampling, causal, chain_parents, forward, generate, tree_layout
+from sequoia_cli.tree import best_tree, tree_table
+from tests.tiny import FAMILIES, noisy_copy, save_tiny_pair, tiny_model
+
+DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
+TREES = {"single": [-1], "chain": chain_parents(5), "star": [-1] + [0] * 7, "dp": DP_TREE}
+
+
+def prompt(length: int, seed: int, vocab: int = 97) -> list[int]:
+    return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tree_forward_equals_path_forward(family):
+    model = tiny_model(family, seed=1)
+    prefix = prompt(9, 0)
+    layout = tree_layout(DP_TREE)
+    tokens = torch.tensor(prompt(layout.size, 1))
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        forward(model, cache, torch.tensor(prefix[:-1]), torch.arange(8), causal(8, "cpu"))
+        # The root (last prefix token) then the tree, as decode feeds the target.
+        tokens[0] = prefix[-1]
+        logits = forward(model, cache, tokens, 8 + layout.depth_of, layout.ancestors)
+        for node in range(layout.size):
+            path, walk = [], node
+            while walk > 0:
+                path.insert(0, int(tokens[walk]))
+                walk = layout.parents[walk]
+            plain = model(input_ids=torch.tensor([prefix + path])).logits[0, -1]
+            torch.testing.assert_close(logits[node], plain, atol=1e-4, rtol=1e-4)
+
+
+def reference_greedy(model, ids: list[int], new: int, eos=None) -> list[int]:
+    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new,
+                         eos_token_id=eos, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("tree", TREES)
+def test_greedy_is_token_identical_to_generate(family, tree):
+    target = tiny_model(family, seed=1)
+    draft = noisy_copy(target, 0.5)
+    layout = tree_layout(TREES[tree])
+    for seed in range(3):
+        ids = prompt(5 + 4 * seed, seed)
+        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator())
+        assert result.output_ids == reference_greedy(target, ids, 30)
+        assert sum(result.accepted) == 30
+
+
+def test_greedy_stops_at_eos_like_generate():
+    target = tiny_model("qwen2", seed=1)
+    ids = prompt(7, 3)
+    free_run = reference_greedy(target, ids, 40)
+    eos = free_run[17]  # a token the target emits mid-way
+    expected = reference_greedy(target, ids, 40, eos=eos)
+    assert expected[-1] == eos and len(expected) < 40
+    result = generate(target, noisy_copy(target, 0.3), ids, tree_layout(DP_TREE), Sampling(), 40, {eos},
+                      torch.Generator())
+    assert result.output_ids == expected and result.stopped_by == "eos"
+
+
+def test_draft_equal_to_target_accepts_whole_chains():
+    target = tiny_model("llama", seed=4)
+    result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4)), Sampling(), 25, set(),
+                      torch.Generator())
+    assert result.accepted == [5, 5, 5, 5, 5]
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+def test_caches_hold_exactly_the_accepted_tokens(method):
+    target = tiny_model("qwen2", seed=1)
+    draft = noisy_copy(target, 0.3)
+    ids = prompt(6, 5)
+    sampling = Sampling(temperature=1.0, top_p=0.95, method=method)
+    result = generate(target, draft, ids, tree_layout(DP_TREE), sampling, 60, set(),
+                      torch.Generator().manual_seed(0))
+    text = ids + result.output_ids
+    assert result.target_cache.get_seq_length() == len(text) - 1
+    for model, cache in ((target, result.target_cache), (draft, result.draft_cache)):
+        cached = cache.get_seq_length()
+        rest = text[cached:]
+        with torch.inference_mode():
+            logits = forward(model, cache, torch.tensor(rest), cached + torch.arange(len(rest)), causal(len(rest), "cpu"))
+            fresh = model(input_ids=torch.tensor([text])).logits[0, cached:]
+        torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
+
+
+def exact_two_token_distribution(model, ids: list[int], temperature: float, top_p: float) -> torch.Tensor:
+    from sequoia_cli.sampling import distribution
+
+    with torch.inference_mode():
+        first = distribution(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), temperature, top_p)
+        vocab = len(first)
+        batch = torch.tensor([ids + [x] for x in range(vocab)])
+        second = distribution(model(input_ids=batch).logits[:, -1].double(), temperature, top_p)
+    return (first[:, None] * second).flatten()
+
+
+@pytest.mark.parametrize("method,parents", [("sequoia", DP_TREE), ("specinfer", DP_TREE), ("topk", DP_TREE),
+                                            ("sequoia", chain_parents(3))])
+def test_sampled_tokens_follow_the_target(method, parents):
+    """Chi-square of the first two generated tokens over many seeds against the exact joint."""
+    vocab = 6
+    target = tiny_model("qwen2", vocab=vocab, seed=2)
+    draft = noisy_copy(target, 0.6, seed=1)
+    ids, temperature, top_p = [1, 4, 2], 0.5, 0.9
+    exact = exact_two_token_distribution(target, ids, temperature, top_p)
+    layout = tree_layout(parents)
+    runs = 1500
+    counts = torch.zeros(vocab * vocab)
+    generator = torch.Generator().manual_seed(11)
+    for _ in range(runs):
+        out = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator).output_ids
+        counts[out[0] * vocab + out[1]] += 1
+    assert counts[exact == 0].sum() == 0, "drew a pair the target cannot produce"
+    expected = exact * runs
+    big = expected >= 5  # pool rare pairs into one cell, as chi-square needs
+    observed, predicted = counts[big].double(), expected[big]
+    if expected[~big].sum() > 0:
+        observed = torch.cat([observed, counts[~big].sum()[None].double()])
+        predicted = torch.cat([predicted, expected[~big].sum()[None]])
+    assert chisquare(observed.numpy(), predicted.numpy() * runs / predicted.sum().item()).pvalue > 1e-3
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return save_tiny_pair(tmp_path_factory.mktemp("pair"))
+
+
+def sequoia(*args, stdin: str | None = None):
+    return subprocess.run([sys.executable, "-c", "from sequoia_cli.cli import main; main()", *args],
+                          input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def test_decode_data_writes_one_line_per_prompt_and_is_repeatable(pair, tmp_path):
+    draft, target = pair
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["abc", "hello", "xyz 123"]))
+    tree = tmp_path / "tree.json"
+    tree.write_text(json.dumps({"format": "sequoia-tree/1", "parents": DP_TREE, "size": len(DP_TREE),
+                                "depth": max(tree_layout(DP_TREE).node_depths)}))
+    runs = []
+    for name in ("a", "b"):
+        done = sequoia("decode", "--draft", draft, "--target", target, "--tree", str(tree), "--data", str(prompts),
+                       "--temperature", "0.9", "--seed", "7", "--max-new-tokens", "12", "--dtype", "float32",
+                       "--out", str(tmp_path / f"{name}.jsonl"), "--stats", str(tmp_path / f"{name}-stats.json"))
+        assert done.returncode == 0, done.stderr
+        runs.append([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()])
+    assert runs[0] == [{**r, "seconds": r0["seconds"]} for r, r0 in zip(runs[1], runs[0])]
+    assert [r["prompt"] for r in runs[0]] == ["abc", "hello", "xyz 123"]
+    for record in runs[0]:
+        assert len(record["output_ids"]) == sum(record["accepted"]) and record["steps"] == len(record["accepted"])
+    stats = json.loads((tmp_path / "a-stats.json").read_text())
+    assert stats["tokens"] == sum(len(r["output_ids"]) for r in runs[0]) and stats["target_forwards"] > 0
+
+
+def test_decode_prompt_streams_the_greedy_text(pair):
+    draft, target = pair
+    done = sequoia("decode", "--draft", draft, "--target", target, "--method", "chain", "--chain-length", "3",
+                   "--prompt", "hello", "--greedy", "--max-new-tokens", "10", "--dtype", "float32", "--no-chat-template")
+    alone = sequoia("decode", "--target", target, "--method", "autoregressive", "--prompt", "hello", "--greedy",
+                    "--max-new-tokens", "10", "--dtype", "float32", "--no-chat-template")
+    assert done.returncode == 0 and alone.returncode == 0, done.stderr + alone.stderr
+    assert done.stdout == alone.stdout and done.stdout.strip()
+
+
+def assert_one_line_error(done, *words):
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_decode_bad_inputs(pair, tmp_path):
+    draft, target = pair
+    other = tmp_path / "other"
+    from tests.tiny import tiny_tokenizer
+
+    odd = tiny_tokenizer()
+    odd.add_tokens(["<extra>"])
+    tiny_model("qwen2", vocab=len(odd)).save_pretrained(other)
+    odd.save_pretrained(other)
+    base = ["decode", "--target", target, "--dtype", "float32"]
+    assert_one_line_error(sequoia(*base, "--draft", str(other), "--method", "chain", "--chain-length", "2",
+                                  "--prompt", "hi"), "tokenizers differ")
+    bad_tree = tmp_path / "bad.json"
+    bad_tree.write_text(json.dumps({"format": "sequoia-tree/1", "parents": [-1, 2, 0], "size": 3, "depth": 1}))
+    assert_one_line_error(sequoia(*base, "--draft", draft, "--tree", str(bad_tree), "--prompt", "hi"),
+                          str(bad_tree), "topological")
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "x" * 400), "past the models' context")
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "hi", "--max-new-tokens", "0"),
+                          "--max-new-tokens")
+    assert_one_line_error(sequoia(*base, "--draft", draft, "--prompt", "hi"), "--tree")
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "hi", "--temperature", "0"),
+                          "--temperature")
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive"), "--prompt")
+    missing = tmp_path / "nowhere" / "model"
+    assert_one_line_error(sequoia("decode", "--target", str(missing), "--method", "autoregressive", "--prompt", "hi"),
+                          "no such folder")
+    out = tmp_path / "never.jsonl"
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--data", str(tmp_path / "none.jsonl"),
+                                  "--out", str(out)), "none.jsonl")
+    assert not out.exists()

@@ -1,0 +1,116 @@
+"""The verifier's output distribution, computed exactly by enumerating every draw of children,
+equals the target's distribution, for each method."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from sequoia_cli.sampling import distribution, draw_children, residual, verify_node, without
+
+
+def draws(q: torch.Tensor, width: int, method: str):
+    """Every children sequence the method can draw from q, with its probability."""
+    support = [int(x) for x in torch.nonzero(q > 0).flatten()]
+    if method == "topk":
+        tokens, real = draw_children(q[None], width, "topk", torch.Generator())
+        yield tokens[0][real[0]].tolist(), 1.0
+    elif method == "specinfer":
+        for children in itertools.product(support, repeat=width):
+            yield list(children), math.prod(float(q[x]) for x in children)
+    else:  # without replacement: sequential draws, each from what is left
+        for children in itertools.permutations(support, min(width, len(support))):
+            chance, left = 1.0, 1.0
+            for x in children:
+                chance *= float(q[x]) / left
+                left -= float(q[x])
+            yield list(children), chance
+
+
+def output_distribution(p: torch.Tensor, q: torch.Tensor, width: int, method: str) -> torch.Tensor:
+    """Exact distribution of the token a node's verification outputs: an accepted child, or a
+    draw from the residual when all are rejected."""
+    out = torch.zeros_like(p)
+    for children, chance in draws(q, width, method):
+        # Uniforms of 1.0 reject every child, so verify_node reports every acceptance probability.
+        _, rest, tried = verify_node(p, q, children, method, [1.0] * len(children))
+        reach = chance
+        for x, accept in zip(children, tried):
+            out[x] += reach * accept
+            reach *= 1.0 - accept
+        out += reach * rest
+    return out
+
+
+def random_distributions(seed: int, vocab: int, temperature: float, top_p: float):
+    generator = torch.Generator().manual_seed(seed)
+    target_logits = 2.0 * torch.randn(vocab, generator=generator, dtype=torch.float64)
+    draft_logits = target_logits + 1.5 * torch.randn(vocab, generator=generator, dtype=torch.float64)
+    return distribution(target_logits, temperature, top_p), distribution(draft_logits, temperature, top_p)
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+@pytest.mark.parametrize("seed", range(6))
+def test_output_is_target_distribution(method, seed):
+    vocab, width = 5, 1 + seed % 3
+    temperature = [0.3, 0.7, 1.0, 1.5][seed % 4]
+    top_p = [1.0, 0.9, 0.6][seed % 3]
+    p, q = random_distributions(seed, vocab, temperature, top_p)
+    torch.testing.assert_close(output_distribution(p, q, width, method), p, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+def test_draft_without_mass_where_target_has_it(method):
+    p = torch.tensor([0.4, 0.3, 0.2, 0.1, 0.0], dtype=torch.float64)
+    q = torch.tensor([0.0, 0.0, 0.5, 0.25, 0.25], dtype=torch.float64)
+    for width in (1, 2, 3, 4):
+        torch.testing.assert_close(output_distribution(p, q, width, method), p, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+def test_disjoint_supports(method):
+    p = torch.tensor([0.7, 0.3, 0.0, 0.0], dtype=torch.float64)
+    q = torch.tensor([0.0, 0.0, 0.6, 0.4], dtype=torch.float64)
+    for width in (1, 2, 3):
+        torch.testing.assert_close(output_distribution(p, q, width, method), p, atol=1e-9, rtol=0)
+
+
+def test_identical_distributions_accept_the_first_child():
+    p = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64)
+    chosen, _, tried = verify_node(p, p.clone(), [2, 0], "sequoia", [0.999, 0.999])
+    assert chosen == 0 and tried == [1.0]
+
+
+def test_without_replacement_never_repeats_and_respects_support():
+    q = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0]])
+    for seed in range(50):
+        tokens, real = draw_children(q, 4, "sequoia", torch.Generator().manual_seed(seed))
+        drawn = tokens[0][real[0]].tolist()
+        assert sorted(drawn) == [0, 2, 3] and real[0].tolist() == [True, True, True, False]
+
+
+def test_gumbel_top_k_first_two_draws_follow_sequential_sampling():
+    q = torch.tensor([0.5, 0.3, 0.2])
+    generator = torch.Generator().manual_seed(0)
+    counts = {}
+    runs = 20000
+    tokens, _ = draw_children(q.expand(runs, 3).contiguous(), 2, "sequoia", generator)
+    for first, second in tokens.tolist():
+        counts[first, second] = counts.get((first, second), 0) + 1
+    for (first, second), count in counts.items():
+        exact = float(q[first] * q[second] / (1 - q[first]))
+        assert abs(count / runs - exact) < 4 * math.sqrt(exact * (1 - exact) / runs)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64).log()
+    torch.testing.assert_close(distribution(logits, 1.0, 0.75), torch.tensor([0.625, 0.375, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(distribution(logits, 1.0, 0.5), torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_residual_and_without():
+    target = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    proposal = torch.tensor([0.25, 0.0, 0.75], dtype=torch.float64)
+    torch.testing.assert_close(residual(target, proposal), torch.tensor([1 / 3, 2 / 3, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(without(proposal, 2), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
