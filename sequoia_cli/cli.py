@@ -197,8 +197,8 @@ def decode_command(
     target's own distribution (token for token with --greedy)."""
     import random
 
-    from sequoia_cli.engine import Sampling, chain_parents, tree_layout
-    from stages.decode import decode_prompts, summarize
+    from sequoia_cli.engine import Sampling, chain_parents, context_length, tree_layout
+    from stages.decode import decode_prompts, encode_prompts, summarize
 
     if method not in DECODE_METHODS:
         raise BadInput(f"--method '{method}' is not one of {', '.join(DECODE_METHODS)}")
@@ -227,6 +227,8 @@ def decode_command(
     layout = tree_layout(parents, target_model.device)
     sampling = Sampling(temperature, top_p, "sequoia" if method == "chain" else method)
     seed = random.randrange(2**31) if seed is None else seed
+    context = min(context_length(m) for m in (target_model, draft_model) if m is not None)
+    encode_prompts(tokenizer, prompts, context, not no_chat_template)  # fail on a long prompt before any output
     mode = "greedy" if sampling.greedy else f"temperature {temperature}, top-p {top_p}"
     console.print(f"{method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {seed}")
 
@@ -312,6 +314,7 @@ def profile_hw_command(
     seed: int = typer.Option(0, help="Seed of the random tokens."),
 ):
     """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
+    from sequoia_cli.engine import context_length
     from stages.profile_hw import machine_facts, profile_model, token_counts
 
     if repeats < 1 or warmup < 0 or context_length < 0:
@@ -323,7 +326,7 @@ def profile_hw_command(
     if not target_name:
         raise BadInput("no target model: give --target (or --pair)")
     draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype)
-    limit = min(c.config.max_position_embeddings for c in (target_model, draft_model) if c is not None)
+    limit = min(context_length(m) for m in (target_model, draft_model) if m is not None)
     if context_length + max_tokens > limit:
         raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models' context of {limit}")
     profile = {"format": "sequoia-profile/1", **machine_facts(target_model.device, dtype),

@@ -34,7 +34,10 @@ def resolve(name: str, role: str) -> str:
 
     if name in pair_names():
         return str(model_dir(name, role))
-    return name
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(name)):
+        raise BadInput(f"--{role} {name}: no such folder")
+    return os.path.expanduser(name) if looks_local else name
 
 
 def load_tokenizer(name: str, role: str):
@@ -54,8 +57,6 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
     logging.disable_progress_bar()  # our own status line says what is loading
 
     path = resolve(name, role)
-    if not os.path.isdir(path) and os.path.sep in path:
-        raise BadInput(f"--{role} {name}: no such folder")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:

@@ -14,6 +14,17 @@ def prompt_generator(seed: int, index: int, device: torch.device) -> torch.Gener
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
 
 
+def encode_prompts(tokenizer, prompts: list[str], context: int, chat_template: bool = True) -> list[list[int]]:
+    """Token ids of each prompt, checked to leave room in the models' context."""
+    encoded = [encode_prompt(tokenizer, prompt, chat_template) for prompt in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise BadInput(f"prompt {i + 1} is empty")
+        if len(ids) >= context:
+            raise BadInput(f"prompt {i + 1} has {len(ids)} tokens: past the models' context of {context}")
+    return encoded
+
+
 def decode_prompts(target, draft, tokenizer, prompts: list[str], layout: Layout, sampling: Sampling,
                    max_new_tokens: int, seed: int, chat_template: bool = True,
                    on_tokens: Callable[[list[int]], None] | None = None,
@@ -22,12 +33,7 @@ def decode_prompts(target, draft, tokenizer, prompts: list[str], layout: Layout,
     if max_new_tokens < 1:
         raise BadInput(f"--max-new-tokens is {max_new_tokens}: generate at least 1 token")
     context = min(context_length(m) for m in (target, draft) if m is not None)
-    encoded = [encode_prompt(tokenizer, prompt, chat_template) for prompt in prompts]
-    for i, ids in enumerate(encoded):
-        if not ids:
-            raise BadInput(f"prompt {i + 1} is empty")
-        if len(ids) >= context:
-            raise BadInput(f"prompt {i + 1} has {len(ids)} tokens: past the models' context of {context}")
+    encoded = encode_prompts(tokenizer, prompts, context, chat_template)
     stop = eos_ids(target, tokenizer)
     records = []
     for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
