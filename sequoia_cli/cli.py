@@ -131,7 +131,11 @@ def sampling_options(greedy: bool, temperature: Optional[float], top_p: Optional
 def models_of(pair: Optional[str], draft: Optional[str], target: Optional[str], need_draft: bool):
     if pair and (draft or target):
         raise BadInput("--pair sets both models: give it alone, or --draft and --target")
-    draft, target = (pair, pair) if pair else (draft, target)
+    if pair:
+        from stages.fetch_models import pair_config
+
+        pair_config(pair)  # an unknown name is an error here, not a Hugging Face id
+        draft, target = pair, pair
     if not target:
         raise BadInput("no target model: give --target (or --pair)")
     if need_draft and not draft:
@@ -314,19 +318,15 @@ def profile_hw_command(
     seed: int = typer.Option(0, help="Seed of the random tokens."),
 ):
     """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
-    from sequoia_cli.engine import context_length
+    from sequoia_cli import engine
     from stages.profile_hw import machine_facts, profile_model, token_counts
 
     if repeats < 1 or warmup < 0 or context_length < 0:
         raise BadInput("--repeats must be >= 1, --warmup and --context-length >= 0")
     counts = token_counts(max_tokens)
-    if pair and (draft or target):
-        raise BadInput("--pair sets both models: give it alone, or --target (and --draft)")
-    draft_name, target_name = (pair, pair) if pair else (draft, target)
-    if not target_name:
-        raise BadInput("no target model: give --target (or --pair)")
+    draft_name, target_name = models_of(pair, draft, target, need_draft=bool(pair or draft))
     draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype)
-    limit = min(context_length(m) for m in (target_model, draft_model) if m is not None)
+    limit = min(engine.context_length(m) for m in (target_model, draft_model) if m is not None)
     if context_length + max_tokens > limit:
         raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models' context of {limit}")
     profile = {"format": "sequoia-profile/1", **machine_facts(target_model.device, dtype),
@@ -374,6 +374,36 @@ def compare_command(
         grid.add_row(path, run.get("method", "?"), f"{run['tokens_per_second']:.2f}", f"{run['mean_accepted']:.3f}",
                      f"{predicted:.3f}" if predicted else "-", f"{run['tokens_per_second'] / baseline:.2f}x")
     Console().print(grid)
+
+
+@app.command("bench", epilog="Example: sequoia bench --quick --pair qwen2.5-coder --out-dir bench-report")
+def bench_command(
+    quick: bool = typer.Option(False, "--quick", help="Fewer sizes, temperatures and tokens (about 5 minutes on a 2-core CPU for the default pair; the full run is under 45)."),
+    pair: Optional[str] = typer.Option(None, help="A pair name from configs/: sets both --draft and --target. Default: qwen2.5-coder, unless --draft and --target are given."),
+    draft: Optional[str] = typer.Option(None, help="Draft model. " + MODEL_HELP),
+    target: Optional[str] = typer.Option(None, help="Target model. " + MODEL_HELP),
+    out_dir: str = typer.Option("bench-report", help="Folder for report.md, scalability.png, robustness.png and bench.json (every row)."),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = typer.Option(0, help="Seed of every draw (each prompt gets its own stream)."),
+):
+    """Measure the paper's claims on a model pair in one run: tokens per step against tree size and
+    temperature, wall clock against Hugging Face generate (plain and assisted), the optimizer's pick
+    against fixed trees, the DP's run time and the loop's overhead. Prompts: the first built-in
+    mt-bench questions with the chat template."""
+    from stages.bench import FULL, QUICK, count_cells, run_bench
+
+    if not (pair or draft or target):
+        pair = "qwen2.5-coder"
+    draft_name, target_name = models_of(pair, draft, target, need_draft=True)
+    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
+    config = QUICK if quick else FULL
+    with progress_bar() as bar:
+        task = bar.add_task(f"bench ({config.name})", total=count_cells(config))
+        report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed,
+                           names={"target": target_name, "draft": draft_name}, dtype=dtype,
+                           tick=lambda label: bar.update(task, advance=1, description=label))
+    console.print(f"report -> {report} (plots and bench.json beside it)")
 
 
 def text_streamer(tokenizer):

@@ -40,9 +40,17 @@ def resolve(name: str, role: str) -> str:
     return os.path.expanduser(name) if looks_local else name
 
 
+def _quiet_hub() -> None:
+    """The hub client logs each retry when offline; the one-line error says enough."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()
+
+
 def load_tokenizer(name: str, role: str):
     from transformers import AutoTokenizer
 
+    _quiet_hub()
     path = resolve(name, role)
     try:
         return AutoTokenizer.from_pretrained(path)
