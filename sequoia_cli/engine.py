@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
+from sequoia_cli.errors import BadInput
 from sequoia_cli.sampling import distribution, draw_children, sample, verify_node
 from sequoia_cli.tree import check_parents, depths, level_order, level_widths
 
@@ -193,6 +194,20 @@ def _verify(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, 
             return path, sample(rest, generator)
         node = kids[chosen]
         path.append(node)
+
+
+def check_tree_attention(model, name: str) -> None:
+    """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
+    Probe: a root with two children; the second child must not see the first."""
+    device = model.device
+    tokens = torch.tensor([1, 2, 3], device=device)
+    siblings = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
+    with torch.inference_mode():
+        tree = forward(model, DynamicCache(config=model.config), tokens, torch.tensor([0, 1, 1], device=device), siblings)
+        path = model(input_ids=tokens[[0, 2]][None]).logits[0, -1]
+    if (tree[2] - path).abs().max() > 0.02 * path.abs().max() + 1e-3:
+        raise BadInput(f"model '{name}' does not honour a 4D attention mask (try another attention implementation"
+                       " or model family): its tree logits would be wrong")
 
 
 def context_length(model) -> int:

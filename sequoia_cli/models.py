@@ -4,6 +4,7 @@ import os
 
 import torch
 
+from sequoia_cli.engine import check_tree_attention
 from sequoia_cli.errors import BadInput
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -69,7 +70,9 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:
         raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    check_tree_attention(model, name)
+    return model
 
 
 def _first_line(err: Exception) -> str:

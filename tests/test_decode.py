@@ -217,3 +217,15 @@ def test_decode_bad_inputs(pair, tmp_path):
     assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--data", str(tmp_path / "none.jsonl"),
                                   "--out", str(out)), "none.jsonl")
     assert not out.exists()
+
+
+def test_a_model_that_ignores_the_tree_mask_is_refused():
+    from sequoia_cli.engine import check_tree_attention
+    from sequoia_cli.errors import BadInput
+
+    model = tiny_model("llama", seed=5)
+    check_tree_attention(model, "tiny llama")
+    honest_forward = model.forward
+    model.forward = lambda *args, attention_mask=None, **kwargs: honest_forward(*args, **kwargs)
+    with pytest.raises(BadInput, match="does not honour a 4D attention mask"):
+        check_tree_attention(model, "tiny llama")

@@ -118,7 +118,7 @@ def test_wheel_without_a_part(tmp_path):
     assert not (tmp_path / "fake.gguf").exists()
 
 
-def fake_convert(gguf, out, progress=None, label=""):
+def fake_convert(gguf, out, progress=None, label="", eos_token_ids=None):
     """Stands in for the real conversion: one file holding the joined bytes."""
     out.mkdir()
     (out / "model.bin").write_bytes(gguf.read_bytes())
@@ -162,7 +162,7 @@ def test_hash_mismatch_leaves_nothing_in_the_cache(cache):
 def test_failed_conversion_leaves_nothing_in_the_cache(cache, monkeypatch):
     make_fake_wheels(cache / "wheels")
 
-    def broken_convert(gguf, out, progress=None, label=""):
+    def broken_convert(gguf, out, progress=None, label="", eos_token_ids=None):
         out.mkdir()
         (out / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("conversion failed")
