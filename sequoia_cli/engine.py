@@ -96,11 +96,13 @@ def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Ten
 
 
 def forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.Tensor,
-             attend: torch.Tensor) -> torch.Tensor:
-    """Logits (new tokens, vocab) of one forward over `tokens` on top of `cache`."""
+             attend: torch.Tensor, last: int = 0) -> torch.Tensor:
+    """Logits (new tokens, vocab) of one forward over `tokens` on top of `cache`; with `last`,
+    only the last `last` rows (the vocabulary projection of a long prompt costs as much as
+    a forward)."""
     mask = _mask(attend, cache.get_seq_length() + len(tokens), model.dtype)
     out = model(input_ids=tokens[None], position_ids=positions[None], attention_mask=mask,
-                past_key_values=cache, use_cache=True)
+                past_key_values=cache, use_cache=True, logits_to_keep=last)
     return out.logits[0]
 
 
@@ -136,7 +138,7 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
         start, end = layout.level_starts[level], layout.level_starts[level + 1]
         if level == 0:  # the tokens the draft has not read yet, ending with the root
             logits = forward(draft, cache, torch.tensor(pending, device=device),
-                              cached + torch.arange(len(pending), device=device), causal(len(pending), device))[-1:]
+                             cached + torch.arange(len(pending), device=device), causal(len(pending), device), last=1)
         else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
             logits = forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
                               layout.ancestors[start:end, 1:end])
@@ -251,8 +253,8 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             attend[:n_chunk, :n_chunk] = causal(n_chunk, device)
             attend[n_chunk:, :n_chunk] = True
             attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
-            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend)
-            path, last = _verify(logits[n_chunk - 1:], tree, proposals, alive, step_layout, sampling, generator)
+            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend, last=step_layout.size)
+            path, bonus = _verify(logits, tree, proposals, alive, step_layout, sampling, generator)
 
             keep(target_cache, root + 1, [node - 1 for node in path])
             target_cached = root + 1 + len(path)
@@ -260,7 +262,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 fed = [node - 1 for node in path if step_layout.node_depths[node] < step_layout.depth]
                 keep(draft_cache, root + 1, fed)
                 draft_cached = root + 1 + len(fed)
-            new = tree[path].tolist() + [last]
+            new = tree[path].tolist() + [bonus]
 
             new, result.stopped_by = _until_stop(new, eos_ids, max_new_tokens - len(result.output_ids))
             tokens += new
