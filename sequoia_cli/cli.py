@@ -31,76 +31,6 @@ app = typer.Typer(
 OUT_HELP = "Where to write the artifact ('-' for standard output)."
 
 
-@app.command("build-tree", epilog="Example: sequoia build-tree --acceptance acc.json --size 64 --max-depth 8 --out tree.json")
-def build_tree_command(
-    acceptance: str = typer.Option(..., help="A sequoia-acceptance/1 file ('-' for standard input)."),
-    size: int = typer.Option(..., help="Number of nodes, root included (= tokens the target verifies per step)."),
-    max_depth: Optional[int] = typer.Option(None, help="Longest root-to-leaf path in edges (= draft forwards per step). Default: no bound."),
-    out: str = typer.Option(..., help=OUT_HELP),
-    table: Optional[str] = typer.Option(None, help="Also write the whole E(n, d) table here (JSON)."),
-):
-    """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program)."""
-    from stages.build_tree import build_tree
-
-    vector = artifacts.read_acceptance(acceptance)
-    tree, table_json = build_tree(vector, size, max_depth)
-    artifacts.write_json(out, tree)
-    if table:
-        artifacts.write_json(table, table_json)
-    console.print(f"tree of size {tree['size']}, depth {tree['depth']}: "
-                  f"{tree['expected_tokens']:.3f} expected tokens per step -> {out}")
-
-
-@app.command("optimize", epilog="Example: sequoia optimize --acceptance acc.json --profile profile.json --max-depth 12 --out tree.json")
-def optimize_command(
-    acceptance: str = typer.Option(..., help="A sequoia-acceptance/1 file ('-' for standard input)."),
-    profile: str = typer.Option(..., help="A sequoia-profile/1 file from profile-hw."),
-    max_size: Optional[int] = typer.Option(None, help="Largest tree to weigh. Default: the largest profiled target count."),
-    max_depth: Optional[int] = typer.Option(None, help="Deepest tree to weigh. Default: no bound."),
-    out: str = typer.Option(..., help=OUT_HELP),
-    show: int = typer.Option(10, help="How many of the best candidates to print."),
-):
-    """Pick the tree size and depth with the best predicted speed on the profiled hardware."""
-    from stages.optimize import optimize
-
-    if acceptance == "-" and profile == "-":
-        raise BadInput("--acceptance and --profile cannot both be standard input")
-    vector = artifacts.read_acceptance(acceptance)
-    timing = artifacts.read_profile(profile)
-    tree = optimize(vector, timing, max_size, max_depth)
-    artifacts.write_json(out, tree)
-    plan = tree["plan"]
-    grid = Table(title=f"best of {len(plan['candidates'])} candidates "
-                       f"({plan['device']}, {plan['dtype']}; autoregressive {plan['autoregressive_ms_per_token']:.1f} ms/token)")
-    for column in ("size", "depth", "expected tokens", "step ms", "ms/token", "speedup"):
-        grid.add_column(column, justify="right")
-    for c in plan["candidates"][:show]:
-        grid.add_row(str(c["size"]), str(c["depth"]), f"{c['expected_tokens']:.3f}", f"{c['step_ms']:.1f}",
-                     f"{c['ms_per_token']:.1f}", f"{c['speedup']:.2f}x")
-    console.print(grid)
-    if not plan["draft_counted"]:
-        console.print("[yellow]the profile has no draft timings: the draft was counted as free[/]")
-    console.print(f"chosen: size {plan['size']}, depth {plan['depth']}, predicted speedup "
-                  f"{plan['speedup']:.2f}x over autoregressive -> {out}")
-
-
-@app.command("show", epilog="Example: sequoia build-tree --acceptance acc.json --size 16 --out - | sequoia show -")
-def show_command(tree: str = typer.Argument(..., help="A sequoia-tree/1 file ('-' for standard input).")):
-    """Draw a tree with each node's rank and the probability that it is reached."""
-    artifact = artifacts.read_tree(tree)
-    parents = artifact["parents"]
-    acceptance = artifact.get("acceptance")
-    reach = path_probabilities(parents, acceptance) if acceptance else None
-    node_ranks = ranks(parents)
-    out = Console()
-    expected = f", {artifact['expected_tokens']:.3f} expected tokens" if "expected_tokens" in artifact else ""
-    labels = [Tree(f"root (size {artifact['size']}, depth {artifact['depth']}{expected})")]
-    for i in range(1, len(parents)):
-        label = f"{i}: child {node_ranks[i]}" + (f"  p={reach[i]:.4f}" if reach else "")
-        labels.append(labels[parents[i]].add(label))
-    out.print(labels[0])
-
-
 DEVICE = typer.Option("cpu", help="cpu, cuda or cuda:N.")
 DTYPE = typer.Option("bfloat16", help="bfloat16, float16 or float32 (bfloat16 is 1.5-4x faster than float32 on CPU).")
 NO_CHAT_TEMPLATE = typer.Option(False, "--no-chat-template", help="Feed prompts as raw text, not as a user turn of the model's chat template.")
@@ -172,6 +102,174 @@ def load_prompt_records(source: str, field: Optional[str], max_prompts: Optional
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console)
+
+
+@app.command("fetch-models", epilog="Example: sequoia fetch-models qwen2.5-coder")
+def fetch_models_command(pair: str = typer.Argument("qwen2.5-coder", help="A pair name from configs/.")):
+    """Download, verify and convert a model pair from configs/ once, into the cache folder
+    ($SEQUOIA_CACHE, default ~/.cache/sequoia). Safe to rerun: a fetched pair is skipped."""
+    from stages.fetch_models import fetch_pair
+
+    with progress_bar() as bar:
+        folders = fetch_pair(pair, bar)
+    for role, folder in folders.items():
+        console.print(f"{role}: {folder}")
+
+
+@app.command("measure-acceptance", epilog="Example: sequoia measure-acceptance --pair qwen2.5-coder --data mt-bench --max-prompts 8 --temperature 0.6 --top-p 0.9 --width 8 --out acc.json")
+def measure_acceptance_command(
+    draft: Optional[str] = typer.Option(None, help="Draft model. " + MODEL_HELP),
+    target: Optional[str] = typer.Option(None, help="Target model. " + MODEL_HELP),
+    pair: Optional[str] = typer.Option(None, help="A pair name from configs/: sets both --draft and --target."),
+    data: str = typer.Option(..., help="A prompt set: .jsonl/.json/.txt/.parquet file or a built-in name (mt-bench, humaneval)."),
+    prompt_field: Optional[str] = typer.Option(None, help="The prompt set's text field (default: prompt)."),
+    max_prompts: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy mode: children are the draft's top-k."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (> 0); default greedy."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass in (0, 1]."),
+    width: int = typer.Option(8, help="Children drawn per position W: the vector has W entries."),
+    continuation_tokens: int = typer.Option(64, help="Tokens of continuation per prompt (the target's own generation)."),
+    use_reference: bool = typer.Option(False, "--use-reference", help="Use the set's reference text as the continuation where it has one."),
+    seed: int = typer.Option(0, help="Seed of the draws."),
+    out: str = typer.Option(..., help=OUT_HELP),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    no_chat_template: bool = NO_CHAT_TEMPLATE,
+):
+    """Measure the acceptance vector: how often the target accepts the draft's k-th child."""
+    from sequoia_cli.engine import Sampling
+    from stages.measure_acceptance import measure_acceptance
+
+    temperature, top_p = sampling_options(greedy, temperature, top_p)
+    if width < 1:
+        raise BadInput(f"--width is {width}: draw at least 1 child")
+    if continuation_tokens < 1:
+        raise BadInput(f"--continuation-tokens is {continuation_tokens}: use at least 1")
+    records = load_prompt_records(data, prompt_field, max_prompts)
+    draft_name, target_name = models_of(pair, draft, target, need_draft=True)
+    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
+    with progress_bar() as bar:
+        task = bar.add_task("measuring", total=len(records))
+        result = measure_acceptance(target_model, draft_model, tokenizer, records, Sampling(temperature, top_p),
+                                    width, continuation_tokens, seed, chat_template=not no_chat_template,
+                                    use_reference=use_reference, on_prompt_done=lambda: bar.advance(task))
+    result.update(draft=draft_name, target=target_name, dataset=data, prompts=len(records),
+                  continuation_tokens=continuation_tokens, seed=seed, device=device, dtype=dtype)
+    artifacts.write_json(out, result)
+    shown = ", ".join(f"{a:.3f}" for a in result["acceptance"])
+    console.print(f"{result['samples']} positions, {result['mode']}: acceptance [{shown}], "
+                  f"none accepted {result['rejected_all']:.3f} -> {out}")
+
+
+@app.command("build-tree", epilog="Example: sequoia build-tree --acceptance acc.json --size 64 --max-depth 8 --out tree.json")
+def build_tree_command(
+    acceptance: str = typer.Option(..., help="A sequoia-acceptance/1 file ('-' for standard input)."),
+    size: int = typer.Option(..., help="Number of nodes, root included (= tokens the target verifies per step)."),
+    max_depth: Optional[int] = typer.Option(None, help="Longest root-to-leaf path in edges (= draft forwards per step). Default: no bound."),
+    out: str = typer.Option(..., help=OUT_HELP),
+    table: Optional[str] = typer.Option(None, help="Also write the whole E(n, d) table here (JSON)."),
+):
+    """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program)."""
+    from stages.build_tree import build_tree
+
+    vector = artifacts.read_acceptance(acceptance)
+    tree, table_json = build_tree(vector, size, max_depth)
+    artifacts.write_json(out, tree)
+    if table:
+        artifacts.write_json(table, table_json)
+    console.print(f"tree of size {tree['size']}, depth {tree['depth']}: "
+                  f"{tree['expected_tokens']:.3f} expected tokens per step -> {out}")
+
+
+@app.command("profile-hw", epilog="Example: sequoia profile-hw --pair qwen2.5-coder --max-tokens 128 --out profile.json")
+def profile_hw_command(
+    target: Optional[str] = typer.Option(None, help="Target model. " + MODEL_HELP),
+    draft: Optional[str] = typer.Option(None, help="Draft model (optional: without it the optimizer counts the draft as free). " + MODEL_HELP),
+    pair: Optional[str] = typer.Option(None, help="A pair name from configs/: profiles both models."),
+    max_tokens: int = typer.Option(128, help="Largest token count to time (1..8, then powers of two up to this)."),
+    context_length: int = typer.Option(256, help="Tokens already in the KV cache during each timed forward."),
+    repeats: int = typer.Option(5, help="Timed forwards per count (the median is kept)."),
+    warmup: int = typer.Option(2, help="Untimed forwards per count first."),
+    out: str = typer.Option(..., help=OUT_HELP),
+    device: str = DEVICE,
+    dtype: str = DTYPE,
+    seed: int = typer.Option(0, help="Seed of the random tokens."),
+):
+    """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
+    from sequoia_cli import engine
+    from stages.profile_hw import machine_facts, profile_model, token_counts
+
+    if repeats < 1 or warmup < 0 or context_length < 0:
+        raise BadInput("--repeats must be >= 1, --warmup and --context-length >= 0")
+    counts = token_counts(max_tokens)
+    draft_name, target_name = models_of(pair, draft, target, need_draft=bool(pair or draft))
+    draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype)
+    limit = min(engine.context_length(m) for m in (target_model, draft_model) if m is not None)
+    if context_length + max_tokens > limit:
+        raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models' context of {limit}")
+    profile = {"format": "sequoia-profile/1", **machine_facts(target_model.device, dtype),
+               "context_length": context_length, "repeats": repeats, "warmup": warmup}
+    models = [("target", target_name, target_model)] + ([("draft", draft_name, draft_model)] if draft_model else [])
+    with progress_bar() as bar:
+        for role, name, model in models:
+            task = bar.add_task(f"timing {role}", total=len(counts))
+            ms = profile_model(model, context_length, counts, repeats, warmup, seed, lambda: bar.advance(task))
+            profile[role] = {"model": name, "ms": ms}
+    artifacts.write_json(out, profile)
+    for role, _, _ in models:
+        ms = profile[role]["ms"]
+        console.print(f"{role}: " + ", ".join(f"{n}: {t:.1f} ms" for n, t in ms.items()))
+    console.print(f"-> {out}")
+
+
+@app.command("optimize", epilog="Example: sequoia optimize --acceptance acc.json --profile profile.json --max-depth 12 --out tree.json")
+def optimize_command(
+    acceptance: str = typer.Option(..., help="A sequoia-acceptance/1 file ('-' for standard input)."),
+    profile: str = typer.Option(..., help="A sequoia-profile/1 file from profile-hw."),
+    max_size: Optional[int] = typer.Option(None, help="Largest tree to weigh. Default: the largest profiled target count."),
+    max_depth: Optional[int] = typer.Option(None, help="Deepest tree to weigh. Default: no bound."),
+    out: str = typer.Option(..., help=OUT_HELP),
+    show: int = typer.Option(10, help="How many of the best candidates to print."),
+):
+    """Pick the tree size and depth with the best predicted speed on the profiled hardware."""
+    from stages.optimize import optimize
+
+    if acceptance == "-" and profile == "-":
+        raise BadInput("--acceptance and --profile cannot both be standard input")
+    vector = artifacts.read_acceptance(acceptance)
+    timing = artifacts.read_profile(profile)
+    tree = optimize(vector, timing, max_size, max_depth)
+    artifacts.write_json(out, tree)
+    plan = tree["plan"]
+    grid = Table(title=f"best of {len(plan['candidates'])} candidates "
+                       f"({plan['device']}, {plan['dtype']}; autoregressive {plan['autoregressive_ms_per_token']:.1f} ms/token)")
+    for column in ("size", "depth", "expected tokens", "step ms", "ms/token", "speedup"):
+        grid.add_column(column, justify="right")
+    for c in plan["candidates"][:show]:
+        grid.add_row(str(c["size"]), str(c["depth"]), f"{c['expected_tokens']:.3f}", f"{c['step_ms']:.1f}",
+                     f"{c['ms_per_token']:.1f}", f"{c['speedup']:.2f}x")
+    console.print(grid)
+    if not plan["draft_counted"]:
+        console.print("[yellow]the profile has no draft timings: the draft was counted as free[/]")
+    console.print(f"chosen: size {plan['size']}, depth {plan['depth']}, predicted speedup "
+                  f"{plan['speedup']:.2f}x over autoregressive -> {out}")
+
+
+@app.command("show", epilog="Example: sequoia build-tree --acceptance acc.json --size 16 --out - | sequoia show -")
+def show_command(tree: str = typer.Argument(..., help="A sequoia-tree/1 file ('-' for standard input).")):
+    """Draw a tree with each node's rank and the probability that it is reached."""
+    artifact = artifacts.read_tree(tree)
+    parents = artifact["parents"]
+    acceptance = artifact.get("acceptance")
+    reach = path_probabilities(parents, acceptance) if acceptance else None
+    node_ranks = ranks(parents)
+    out = Console()
+    expected = f", {artifact['expected_tokens']:.3f} expected tokens" if "expected_tokens" in artifact else ""
+    labels = [Tree(f"root (size {artifact['size']}, depth {artifact['depth']}{expected})")]
+    for i in range(1, len(parents)):
+        label = f"{i}: child {node_ranks[i]}" + (f"  p={reach[i]:.4f}" if reach else "")
+        labels.append(labels[parents[i]].add(label))
+    out.print(labels[0])
 
 
 @app.command("decode", epilog="Example: sequoia decode --pair qwen2.5-coder --tree tree.json --prompt 'Write a haiku about trees.' --greedy")
@@ -256,104 +354,6 @@ def decode_command(
     if stats:
         artifacts.write_json(stats, figures)
     print_figures(figures)
-
-
-@app.command("measure-acceptance", epilog="Example: sequoia measure-acceptance --pair qwen2.5-coder --data mt-bench --max-prompts 8 --temperature 0.6 --top-p 0.9 --width 8 --out acc.json")
-def measure_acceptance_command(
-    draft: Optional[str] = typer.Option(None, help="Draft model. " + MODEL_HELP),
-    target: Optional[str] = typer.Option(None, help="Target model. " + MODEL_HELP),
-    pair: Optional[str] = typer.Option(None, help="A pair name from configs/: sets both --draft and --target."),
-    data: str = typer.Option(..., help="A prompt set: .jsonl/.json/.txt/.parquet file or a built-in name (mt-bench, humaneval)."),
-    prompt_field: Optional[str] = typer.Option(None, help="The prompt set's text field (default: prompt)."),
-    max_prompts: Optional[int] = typer.Option(None, help="Use only the first N prompts."),
-    greedy: bool = typer.Option(False, "--greedy", help="Greedy mode: children are the draft's top-k."),
-    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (> 0); default greedy."),
-    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass in (0, 1]."),
-    width: int = typer.Option(8, help="Children drawn per position W: the vector has W entries."),
-    continuation_tokens: int = typer.Option(64, help="Tokens of continuation per prompt (the target's own generation)."),
-    use_reference: bool = typer.Option(False, "--use-reference", help="Use the set's reference text as the continuation where it has one."),
-    seed: int = typer.Option(0, help="Seed of the draws."),
-    out: str = typer.Option(..., help=OUT_HELP),
-    device: str = DEVICE,
-    dtype: str = DTYPE,
-    no_chat_template: bool = NO_CHAT_TEMPLATE,
-):
-    """Measure the acceptance vector: how often the target accepts the draft's k-th child."""
-    from sequoia_cli.engine import Sampling
-    from stages.measure_acceptance import measure_acceptance
-
-    temperature, top_p = sampling_options(greedy, temperature, top_p)
-    if width < 1:
-        raise BadInput(f"--width is {width}: draw at least 1 child")
-    if continuation_tokens < 1:
-        raise BadInput(f"--continuation-tokens is {continuation_tokens}: use at least 1")
-    records = load_prompt_records(data, prompt_field, max_prompts)
-    draft_name, target_name = models_of(pair, draft, target, need_draft=True)
-    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
-    with progress_bar() as bar:
-        task = bar.add_task("measuring", total=len(records))
-        result = measure_acceptance(target_model, draft_model, tokenizer, records, Sampling(temperature, top_p),
-                                    width, continuation_tokens, seed, chat_template=not no_chat_template,
-                                    use_reference=use_reference, on_prompt_done=lambda: bar.advance(task))
-    result.update(draft=draft_name, target=target_name, dataset=data, prompts=len(records),
-                  continuation_tokens=continuation_tokens, seed=seed, device=device, dtype=dtype)
-    artifacts.write_json(out, result)
-    shown = ", ".join(f"{a:.3f}" for a in result["acceptance"])
-    console.print(f"{result['samples']} positions, {result['mode']}: acceptance [{shown}], "
-                  f"none accepted {result['rejected_all']:.3f} -> {out}")
-
-
-@app.command("profile-hw", epilog="Example: sequoia profile-hw --pair qwen2.5-coder --max-tokens 128 --out profile.json")
-def profile_hw_command(
-    target: Optional[str] = typer.Option(None, help="Target model. " + MODEL_HELP),
-    draft: Optional[str] = typer.Option(None, help="Draft model (optional: without it the optimizer counts the draft as free). " + MODEL_HELP),
-    pair: Optional[str] = typer.Option(None, help="A pair name from configs/: profiles both models."),
-    max_tokens: int = typer.Option(128, help="Largest token count to time (1..8, then powers of two up to this)."),
-    context_length: int = typer.Option(256, help="Tokens already in the KV cache during each timed forward."),
-    repeats: int = typer.Option(5, help="Timed forwards per count (the median is kept)."),
-    warmup: int = typer.Option(2, help="Untimed forwards per count first."),
-    out: str = typer.Option(..., help=OUT_HELP),
-    device: str = DEVICE,
-    dtype: str = DTYPE,
-    seed: int = typer.Option(0, help="Seed of the random tokens."),
-):
-    """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
-    from sequoia_cli import engine
-    from stages.profile_hw import machine_facts, profile_model, token_counts
-
-    if repeats < 1 or warmup < 0 or context_length < 0:
-        raise BadInput("--repeats must be >= 1, --warmup and --context-length >= 0")
-    counts = token_counts(max_tokens)
-    draft_name, target_name = models_of(pair, draft, target, need_draft=bool(pair or draft))
-    draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype)
-    limit = min(engine.context_length(m) for m in (target_model, draft_model) if m is not None)
-    if context_length + max_tokens > limit:
-        raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models' context of {limit}")
-    profile = {"format": "sequoia-profile/1", **machine_facts(target_model.device, dtype),
-               "context_length": context_length, "repeats": repeats, "warmup": warmup}
-    models = [("target", target_name, target_model)] + ([("draft", draft_name, draft_model)] if draft_model else [])
-    with progress_bar() as bar:
-        for role, name, model in models:
-            task = bar.add_task(f"timing {role}", total=len(counts))
-            ms = profile_model(model, context_length, counts, repeats, warmup, seed, lambda: bar.advance(task))
-            profile[role] = {"model": name, "ms": ms}
-    artifacts.write_json(out, profile)
-    for role, _, _ in models:
-        ms = profile[role]["ms"]
-        console.print(f"{role}: " + ", ".join(f"{n}: {t:.1f} ms" for n, t in ms.items()))
-    console.print(f"-> {out}")
-
-
-@app.command("fetch-models", epilog="Example: sequoia fetch-models qwen2.5-coder")
-def fetch_models_command(pair: str = typer.Argument("qwen2.5-coder", help="A pair name from configs/.")):
-    """Download, verify and convert a model pair from configs/ once, into the cache folder
-    ($SEQUOIA_CACHE, default ~/.cache/sequoia). Safe to rerun: a fetched pair is skipped."""
-    from stages.fetch_models import fetch_pair
-
-    with progress_bar() as bar:
-        folders = fetch_pair(pair, bar)
-    for role, folder in folders.items():
-        console.print(f"{role}: {folder}")
 
 
 @app.command("compare", epilog="Example: sequoia compare runs/sequoia.json runs/autoregressive.json")

@@ -127,7 +127,7 @@ def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
 def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, sampling: Sampling,
                 vocab: int, generator: torch.Generator, device) -> tuple[torch.Tensor, list, torch.Tensor]:
     """Grow the tree level by level: tokens (n,), the draft distribution each node's children
-    were drawn from ({node: q}; draft logits in greedy mode), and which nodes are real draws."""
+    were drawn from ({node: q}; empty in greedy mode), and which nodes are real draws."""
     tokens = torch.zeros(layout.size, dtype=torch.long, device=device)
     tokens[0] = pending[-1]
     alive = torch.ones(layout.size, dtype=torch.bool, device=device)
@@ -148,7 +148,6 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
         if most == 0:
             continue
         if sampling.greedy:
-            dists = logits  # unused by greedy verification, kept for a uniform return
             drawn, real = logits.topk(most, dim=-1)[1], torch.ones(end - start, most, dtype=torch.bool, device=device)
         else:
             dists = distribution(logits, sampling.temperature, sampling.top_p)
@@ -156,7 +155,8 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
         for row, node in enumerate(range(start, end)):
             kids = layout.children[node]
             if kids:
-                proposals[node] = dists[row]
+                if not sampling.greedy:  # greedy verification needs only the tokens
+                    proposals[node] = dists[row]
                 tokens[kids] = drawn[row, :len(kids)]
                 alive[kids] = real[row, :len(kids)] & alive[node]
     return tokens, proposals, alive
