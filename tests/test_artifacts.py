@@ -366,3 +366,17 @@ def test_write_dash_goes_to_stdout(tmp_path, capsys, monkeypatch):
     assert json.loads(captured.out) == tree_artifact()
     assert captured.err == ""
     assert os.listdir(tmp_path) == []  # no file called '-'
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from sequoia_cli.artifacts import write_json
+
+    mask = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "a.json"), {"x": 1})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
