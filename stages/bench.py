@@ -493,6 +493,7 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     stop = eos_ids(target, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop, default=0)
     run = Run(target, draft, encode_prompts(tokenizer, prompts, context, True), stop, pad, seed)
+    facts = machine(target.device, dtype)  # now: the commit the run's code came from
 
     vectors = acceptance_vectors(run, tokenizer, config, tick)
     results = {"scalability": scalability(run, config, vectors, tick),
@@ -503,7 +504,7 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     results["dp"] = dp_timing(config, seed, tick)
     results["overhead"] = loop_overhead(run, config, plan, tick)
     results.update(
-        config=asdict(config), seed=seed, machine=machine(target.device, dtype), models=names or {},
+        config=asdict(config), seed=seed, machine=facts, models=names or {},
         prompts={"set": PROMPT_SET, "decode": list(range(config.prompts)),
                  "acceptance": list(range(config.prompts, config.prompts + config.acceptance_prompts)),
                  "decode_prompt_tokens": [len(ids) for ids in run.prompt_ids], "chat_template": True},
