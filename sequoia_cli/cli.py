@@ -282,7 +282,7 @@ def decode_command(
     data: Optional[str] = typer.Option(None, help="A prompt set: .jsonl/.json/.txt/.parquet file or a built-in name (mt-bench, humaneval)."),
     prompt_field: Optional[str] = typer.Option(None, help="The prompt set's text field (default: prompt)."),
     max_prompts: Optional[int] = typer.Option(None, help="Use only the first N prompts of --data."),
-    greedy: bool = typer.Option(False, "--greedy", help="Temperature 0: exactly the target's greedy output."),
+    greedy: bool = typer.Option(False, "--greedy", help="Temperature 0: the target's greedy output (token for token in float32; bfloat16 rounds trees differently)."),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (> 0). Default: the tree's, else greedy."),
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass in (0, 1]. Default: the tree's, else 1."),
     method: str = typer.Option("sequoia", help="sequoia | specinfer | topk | chain | autoregressive."),
@@ -296,7 +296,7 @@ def decode_command(
     no_chat_template: bool = NO_CHAT_TEMPLATE,
 ):
     """Generate text with the target, sped up by the draft and a token tree; the output follows the
-    target's own distribution (token for token with --greedy)."""
+    target's own distribution (with --greedy in float32: token for token)."""
     import random
 
     from sequoia_cli.engine import Sampling, chain_parents, context_length, tree_layout
