@@ -10,7 +10,6 @@ bench.json and two plots. Every number comes from this run: a cell that raised s
 """
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -27,10 +26,10 @@ from sequoia_cli.artifacts import timings, write_json, write_text
 from sequoia_cli.engine import Sampling, chain_parents, context_length, generate, tree_layout
 from sequoia_cli.models import eos_ids
 from sequoia_cli.prompts import load_prompts
-from sequoia_cli.tree import best_tree, expected_tokens, level_widths, tree_table
+from sequoia_cli.tree import best_tree, expected_tokens, tree_table
 from stages.decode import encode_prompts, prompt_generator
 from stages.measure_acceptance import measure_acceptance
-from stages.optimize import interpolate, optimize
+from stages.optimize import optimize, step_ms
 from stages.profile_hw import machine_facts, profile_model, token_counts
 
 PROMPT_SET = "mt-bench"
@@ -118,10 +117,9 @@ def dp_parents(acceptance: list[float], size: int, depth: int | None = None) -> 
 
 def predicted_speedup(parents: list[int], acceptance: list[float], profile: dict) -> float:
     """The optimizer's cost model (SPEC): E(T) * target_ms(1) / step_ms(T)."""
-    target_ms, draft_ms = timings(profile["target"]), timings(profile["draft"])
-    widths = level_widths(parents)
-    step_ms = interpolate(target_ms, len(parents)) + sum(interpolate(draft_ms, w) for w in widths[:-1])
-    return expected_tokens(parents, acceptance) * target_ms[1] / step_ms
+    target_ms = timings(profile["target"])
+    cost = step_ms(parents, target_ms, timings(profile["draft"]))
+    return expected_tokens(parents, acceptance) * target_ms[1] / cost
 
 
 # ---- cells -----------------------------------------------------------------------------------

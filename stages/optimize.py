@@ -23,6 +23,14 @@ def interpolate(ms: dict[int, float], count: int) -> float:
     return values[-1] + slope * (count - counts[-1])
 
 
+def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int, float] | None) -> float:
+    """SPEC's cost of one step with this tree: the target reads all nodes, the draft reads each
+    level but the last (no draft timings: the draft counts as free)."""
+    widths = level_widths(parents)
+    draft_cost = sum(interpolate(draft_ms, width) for width in widths[:-1]) if draft_ms else 0.0
+    return interpolate(target_ms, len(parents)) + draft_cost
+
+
 def optimize(acceptance_artifact: dict, profile: dict, max_size: int | None = None,
              max_depth: int | None = None) -> dict:
     target_ms = timings(profile["target"])
@@ -48,18 +56,16 @@ def optimize(acceptance_artifact: dict, profile: dict, max_size: int | None = No
             if not np.isfinite(table.expected[depth, size]):
                 continue
             parents = best_tree(table, size, depth)
-            widths = level_widths(parents)
-            actual_depth = len(widths) - 1
+            actual_depth = len(level_widths(parents)) - 1
             if (size, actual_depth) in trees:
                 continue  # a looser bound gave the same tree
-            draft_cost = sum(interpolate(draft_ms, w) for w in widths[:-1]) if draft_ms else 0.0
-            step_ms = interpolate(target_ms, size) + draft_cost
+            cost = step_ms(parents, target_ms, draft_ms)
             expected = float(table.expected[depth, size])
             trees[size, actual_depth] = parents
             candidates.append({
                 "size": size, "depth": actual_depth, "expected_tokens": expected,
-                "step_ms": step_ms, "ms_per_token": step_ms / expected,
-                "speedup": expected * autoregressive_ms / step_ms,
+                "step_ms": cost, "ms_per_token": cost / expected,
+                "speedup": expected * autoregressive_ms / cost,
             })
     best = max(candidates, key=lambda c: c["speedup"])
     plan = {

@@ -11,7 +11,7 @@ from stages.measure_acceptance import accepted_ranks, measure_acceptance, run_le
 from stages.profile_hw import token_counts
 from tests.test_decode import assert_one_line_error, sequoia
 from tests.test_verifier import draws
-from tests.tiny import noisy_copy, save_tiny_pair, tiny_model, tiny_tokenizer
+from tests.tiny import save_tiny_pair, tiny_model, tiny_tokenizer
 
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(0.8, 0.9), Sampling(1.3, 1.0)])

@@ -269,7 +269,7 @@ def test_draft_cost_counts_the_width_of_each_level():
     acc = acceptance([0.5, 0.4])
     prof = profile({1: 100.0, 8: 100.0}, {1: 10.0, 2: 30.0, 8: 100.0})
     plan = check_plan(optimize(acc, prof, max_size=7, max_depth=2), acc, prof)
-    target_ms, draft_ms = artifacts.timings(prof["target"]), artifacts.timings(prof["draft"])
+    draft_ms = artifacts.timings(prof["draft"])
     table = tree_table([0.5, 0.4], 7, 2)
     for c in plan["candidates"]:
         parents = best_tree(table, c["size"], c["depth"])
