@@ -143,10 +143,8 @@ def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, 
             logits = forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
                               layout.ancestors[start:end, 1:end])
         logits = fit_vocab(logits.float(), vocab)
-        counts = [len(layout.children[node]) for node in range(start, end)]
-        most = max(counts)
-        if most == 0:
-            continue
+        # Every level above the deepest has a node with children, so `most` >= 1.
+        most = max(len(layout.children[node]) for node in range(start, end))
         if sampling.greedy:
             drawn, real = logits.topk(most, dim=-1)[1], torch.ones(end - start, most, dtype=torch.bool, device=device)
         else:
@@ -210,6 +208,12 @@ def check_tree_attention(model, name: str) -> None:
     if (tree[2] - path).abs().max() > 0.02 * path.abs().max() + 1e-3:
         raise BadInput(f"model '{name}' does not honour a 4D attention mask (try another attention implementation"
                        " or model family): its tree logits would be wrong")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read afterwards measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def context_length(model) -> int:
@@ -278,8 +282,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 if draft_cache is not None and draft_cache.get_seq_length():
                     keep(draft_cache, min(draft_cached, len(tokens) - 1), [])
                 break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     result.seconds = time.perf_counter() - started
     result.target_cache, result.draft_cache = target_cache, draft_cache
     return result

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sequoia_cli.artifacts import timings, write_json, write_text
-from sequoia_cli.engine import Sampling, chain_parents, context_length, generate, tree_layout
+from sequoia_cli.engine import Sampling, chain_parents, context_length, generate, sync, tree_layout
 from sequoia_cli.models import eos_ids
 from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, expected_tokens, tree_table
@@ -138,8 +138,7 @@ def attempt(cell: Callable[[], dict]) -> dict:
 
 
 def clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter()
 
 

@@ -7,7 +7,7 @@ import time
 import torch
 from transformers import DynamicCache
 
-from sequoia_cli.engine import causal, forward, keep
+from sequoia_cli.engine import causal, forward, keep, sync
 from sequoia_cli.errors import BadInput
 
 
@@ -23,11 +23,6 @@ def token_counts(max_tokens: int) -> list[int]:
     if counts[-1] != max_tokens:
         counts.append(max_tokens)
     return counts
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def profile_model(model, context_length: int, counts: list[int], repeats: int, warmup: int,
@@ -49,10 +44,10 @@ def profile_model(model, context_length: int, counts: list[int], repeats: int, w
             mask = causal(count, device)
             times = []
             for run in range(warmup + repeats):
-                _sync(device)
+                sync(device)
                 started = time.perf_counter()
                 forward(model, cache, tokens, positions, mask)
-                _sync(device)
+                sync(device)
                 if run >= warmup:
                     times.append((time.perf_counter() - started) * 1000.0)
                 keep(cache, context_length, [])
