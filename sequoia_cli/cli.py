@@ -330,19 +330,19 @@ def decode_command(
     sampling = Sampling(temperature, top_p, "sequoia" if method == "chain" else method)
     seed = random.randrange(2**31) if seed is None else seed
     context = min(context_length(m) for m in (target_model, draft_model) if m is not None)
-    encode_prompts(tokenizer, prompts, context, not no_chat_template)  # fail on a long prompt before any output
+    encoded = encode_prompts(tokenizer, prompts, context, not no_chat_template)  # fails before any output
     mode = "greedy" if sampling.greedy else f"temperature {temperature}, top-p {top_p}"
     console.print(f"{method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {seed}")
 
-    common = dict(max_new_tokens=max_new_tokens, seed=seed, chat_template=not no_chat_template)
+    common = dict(max_new_tokens=max_new_tokens, seed=seed)
     if prompt is not None:
-        records = decode_prompts(target_model, draft_model, tokenizer, prompts, layout, sampling,
+        records = decode_prompts(target_model, draft_model, tokenizer, prompts, encoded, layout, sampling,
                                  on_tokens=text_streamer(tokenizer), **common)
         sys.stdout.write("\n")
     else:
         with progress_bar() as bar:
             task = bar.add_task("decoding", total=len(prompts))
-            records = decode_prompts(target_model, draft_model, tokenizer, prompts, layout, sampling,
+            records = decode_prompts(target_model, draft_model, tokenizer, prompts, encoded, layout, sampling,
                                      on_prompt_done=lambda: bar.advance(task), **common)
         out = out or "-"
     if out:

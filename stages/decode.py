@@ -4,7 +4,7 @@ from typing import Callable
 
 import torch
 
-from sequoia_cli.engine import Layout, Sampling, context_length, generate
+from sequoia_cli.engine import Layout, Sampling, generate
 from sequoia_cli.errors import BadInput
 from sequoia_cli.models import encode_prompt, eos_ids
 
@@ -25,15 +25,12 @@ def encode_prompts(tokenizer, prompts: list[str], context: int, chat_template: b
     return encoded
 
 
-def decode_prompts(target, draft, tokenizer, prompts: list[str], layout: Layout, sampling: Sampling,
-                   max_new_tokens: int, seed: int, chat_template: bool = True,
+def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[list[int]], layout: Layout,
+                   sampling: Sampling, max_new_tokens: int, seed: int,
                    on_tokens: Callable[[list[int]], None] | None = None,
                    on_prompt_done: Callable[[], None] | None = None) -> list[dict]:
-    """One record per prompt (SPEC's generations format), in prompt order."""
-    if max_new_tokens < 1:
-        raise BadInput(f"--max-new-tokens is {max_new_tokens}: generate at least 1 token")
-    context = min(context_length(m) for m in (target, draft) if m is not None)
-    encoded = encode_prompts(tokenizer, prompts, context, chat_template)
+    """One record per prompt (SPEC's generations format), in prompt order; `encoded` holds the
+    prompts' token ids from `encode_prompts`."""
     stop = eos_ids(target, tokenizer)
     records = []
     for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
