@@ -18,8 +18,14 @@ from sequoia_cli.tree import check_parents, depths, expected_tokens
 
 ACCEPTANCE = "sequoia-acceptance"
 TREE = "sequoia-tree"
+TABLE = "sequoia-tree-table"
 PROFILE = "sequoia-profile"
+STATS = "sequoia-stats"
 MAJOR_VERSION = 1
+
+
+def format_of(kind: str) -> str:
+    return f"{kind}/{MAJOR_VERSION}"
 
 
 def _display(path: str) -> str:
@@ -38,6 +44,8 @@ def read_json(path: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise BadInput(f"{_display(path)}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (ValueError, RecursionError) as err:  # an integer of thousands of digits; nesting past the stack
+        raise BadInput(f"{_display(path)}: not a JSON file sequoia reads ({str(err).splitlines()[0]})") from None
     if not isinstance(value, dict):
         raise BadInput(f"{_display(path)}: expected a JSON object, found {type(value).__name__}")
     return value
@@ -50,8 +58,11 @@ def write_text(path: str, text: str) -> None:
         sys.stdout.flush()
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -60,6 +71,27 @@ def write_text(path: str, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | None) -> None:
+    """Fail now, before long work, if `path` could not be written later. Creates nothing: it
+    probes the nearest folder that exists."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise BadInput(f"{path}: is a folder; give a file name")
+    folder = target.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BadInput(f"{path}: cannot write here ({folder} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sequoia-probe-")
+    except OSError as err:
+        raise BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _umask() -> int:
@@ -218,3 +250,56 @@ def read_profile(path: str) -> dict:
 def timings(section: dict) -> dict[int, float]:
     """A checked profile section's `ms` with integer token counts, sorted."""
     return dict(sorted((int(count), float(ms)) for count, ms in section["ms"].items()))
+
+
+def check_stats(path: str, artifact: dict) -> dict:
+    check_format(path, artifact, STATS)
+    check = _Checker(path, artifact)
+    check.number(check.field("tokens_per_second"), "tokens_per_second", 0.0)
+    check.number(check.field("mean_accepted"), "mean_accepted", 0.0)
+    return artifact
+
+
+def read_stats(path: str) -> dict:
+    return check_stats(path, read_json(path))
+
+
+# ---- constructors: every artifact a stage writes is built here ----
+
+def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int, acceptance: list[float],
+                        rejected_all: float, samples: int, stderr: list[float], **extra) -> dict:
+    return {"format": format_of(ACCEPTANCE), "mode": mode, "temperature": temperature, "top_p": top_p,
+            "width": width, "acceptance": acceptance, "rejected_all": rejected_all, "samples": samples,
+            "stderr": stderr, **extra}
+
+
+def provenance(acceptance: dict) -> dict:
+    """What an acceptance vector was measured under, carried into a tree for `decode`."""
+    keys = ("mode", "temperature", "top_p", "draft", "target", "dataset")
+    return {key: acceptance[key] for key in keys if key in acceptance}
+
+
+def tree_artifact(parents: list[int], acceptance: dict, expected: float, plan: dict | None = None) -> dict:
+    """A tree planned from the acceptance artifact `acceptance` (and, from optimize, a `plan`)."""
+    tree = {"format": format_of(TREE), "parents": parents, "size": len(parents), "depth": max(depths(parents)),
+            "expected_tokens": expected, "acceptance": acceptance["acceptance"], "source": provenance(acceptance)}
+    if plan is not None:
+        tree["plan"] = plan
+    return tree
+
+
+def table_artifact(acceptance: list[float], expected: list[list[float | None]]) -> dict:
+    """The DP's whole table: expected[d][n] is the best expected tokens with n nodes and depth <= d
+    (null: no such tree; column 0 unused)."""
+    return {"format": format_of(TABLE), "acceptance": acceptance, "max_size": len(expected[0]) - 1,
+            "max_depth": len(expected) - 1, "expected": expected}
+
+
+def profile_artifact(machine: dict, context_length: int, repeats: int, warmup: int, sections: dict) -> dict:
+    """`sections`: {"target": {"model", "ms"}, "draft": {...}} with ms keyed by token count."""
+    return {"format": format_of(PROFILE), **machine, "context_length": context_length, "repeats": repeats,
+            "warmup": warmup, **sections}
+
+
+def stats_artifact(figures: dict, **run) -> dict:
+    return {"format": format_of(STATS), **figures, **run}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import transformers
 from transformers import DynamicCache
 
 from sequoia_cli.errors import BadInput
@@ -112,16 +113,30 @@ def causal(count: int, device) -> torch.Tensor:
 
 def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
     """Keep cache[:start] followed by the entries at start + offsets (the accepted nodes), drop
-    the rest. Offsets increase and offsets[j] >= j, so the entries move down, never up."""
+    the rest. Offsets increase and offsets[j] >= j, so the entries move down, never up.
+
+    The one place that reaches into the cache's internals (`layers[i].keys/values`, tensors of
+    (batch, heads, tokens, head_dim) in transformers 5): a release that lays them out otherwise
+    fails here, by name."""
     end = start + len(offsets)
-    index = None
-    if offsets != list(range(len(offsets))):
-        index = torch.tensor(offsets, device=cache.layers[0].keys.device) + start
-    for layer in cache.layers:
-        if index is not None:
-            layer.keys[:, :, start:end] = layer.keys[:, :, index]
-            layer.values[:, :, start:end] = layer.values[:, :, index]
-        layer.keys, layer.values = layer.keys[:, :, :end], layer.values[:, :, :end]
+    try:
+        index = None
+        if offsets != list(range(len(offsets))):
+            index = torch.tensor(offsets, device=cache.layers[0].keys.device) + start
+        for layer in cache.layers:
+            if index is not None:
+                layer.keys[:, :, start:end] = layer.keys[:, :, index]
+                layer.values[:, :, start:end] = layer.values[:, :, index]
+            layer.keys, layer.values = layer.keys[:, :, :end], layer.values[:, :, :end]
+    except (AttributeError, TypeError) as err:
+        raise RuntimeError(f"this transformers release ({transformers.__version__}) lays out DynamicCache"
+                           f" otherwise than sequoia expects ({err}): install the version pyproject.toml"
+                           " pins") from None
+
+
+def prompt_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
+    """One generator per prompt: a run is repeatable, and its prompts draw different numbers."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
 
 
 def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, sampling: Sampling,

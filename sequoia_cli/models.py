@@ -6,6 +6,7 @@ import torch
 
 from sequoia_cli.engine import check_tree_attention
 from sequoia_cli.errors import BadInput
+from sequoia_cli.pairs import model_dir, pair_names
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -31,8 +32,6 @@ def dtype_of(name: str) -> torch.dtype:
 def resolve(name: str, role: str) -> str:
     """A pair name from configs/ stands for that pair's fetched draft or target folder; anything
     else is a Hugging Face id or a local folder, passed on as is."""
-    from stages.fetch_models import model_dir, pair_names
-
     if name in pair_names():
         return str(model_dir(name, role))
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
@@ -96,6 +95,17 @@ def encode_prompt(tokenizer, text: str, chat_template: bool) -> list[int]:
                                              add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(text)["input_ids"]
+
+
+def encode_prompts(tokenizer, prompts: list[str], context: int, chat_template: bool = True) -> list[list[int]]:
+    """Token ids of each prompt, checked to leave room in the models' context."""
+    encoded = [encode_prompt(tokenizer, prompt, chat_template) for prompt in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise BadInput(f"prompt {i + 1} is empty")
+        if len(ids) >= context:
+            raise BadInput(f"prompt {i + 1} has {len(ids)} tokens: past the models' context of {context}")
+    return encoded
 
 
 def eos_ids(model, tokenizer) -> set[int]:

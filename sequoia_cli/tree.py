@@ -102,6 +102,23 @@ def _max_plus_convolution(child_values: np.ndarray, rest: np.ndarray) -> tuple[n
     return totals[np.arange(size), best], best
 
 
+# The DP keeps a choice table of (depth + 1) x (width + 1) x size int32 entries and runs depth x
+# width max-plus convolutions of size x size entries (1024 nodes, depth 32, width 32: about 1 s).
+MAX_TREE_SIZE = 8192
+MAX_CHOICE_BYTES = 1 << 30
+MAX_WORK = 5 * 10**10
+
+
+def check_table_bounds(width: int, max_size: int, max_depth: int) -> None:
+    """Refuse a DP that would not fit in memory or would run for many minutes, before allocating."""
+    if max_size > MAX_TREE_SIZE:
+        raise BadInput(f"a tree of {max_size} nodes is past what the DP handles ({MAX_TREE_SIZE} nodes)")
+    choice_bytes = (max_depth + 1) * (width + 1) * max_size * 4
+    if choice_bytes > MAX_CHOICE_BYTES or max_depth * width * max_size**2 > MAX_WORK:
+        raise BadInput(f"size {max_size} with depth <= {max_depth} and {width} child ranks is too large a DP"
+                       f" ({choice_bytes / 2**30:.1f} GiB table): bound the depth (--max-depth)")
+
+
 def tree_table(acceptance: list[float], max_size: int, max_depth: int) -> TreeTable:
     """Sequoia's dynamic program, exact for any acceptance vector (monotone or not).
 
@@ -111,6 +128,7 @@ def tree_table(acceptance: list[float], max_size: int, max_depth: int) -> TreeTa
     nodes in all, built from rank W down to rank 1 by max-plus convolution.
     """
     width = len(acceptance)
+    check_table_bounds(width, max_size, max_depth)
     values = np.asarray(acceptance, dtype=np.float64)
     expected = np.full((max_depth + 1, max_size + 1), -np.inf)
     expected[:, 1] = 1.0
@@ -153,6 +171,23 @@ def best_tree(table: TreeTable, size: int, depth: int) -> list[int]:
             remaining -= child_size
             rank += 1
     return parents
+
+
+def dp_tree(acceptance: list[float], size: int, max_depth: int | None = None) -> tuple[list[int], float]:
+    """The DP's best tree of `size` nodes and depth <= `max_depth` (default: no bound), with its
+    expected tokens."""
+    max_depth = depth_bound(size, max_depth)
+    table = tree_table(acceptance, size, max_depth)
+    return best_tree(table, size, max_depth), float(table.expected[max_depth, size])
+
+
+def depth_bound(size: int, max_depth: int | None) -> int:
+    """The depth bound for a tree of `size` nodes: `max_depth`, or no bound (size - 1)."""
+    if size < 1:
+        raise BadInput(f"--size is {size}: a tree has at least 1 node (the root)")
+    if max_depth is not None and max_depth < 0:
+        raise BadInput(f"--max-depth is {max_depth}: depth is at least 0")
+    return size - 1 if max_depth is None else max_depth
 
 
 def level_order(parents: list[int]) -> list[int]:

@@ -2,46 +2,63 @@
 
 from typing import Callable
 
-import torch
-
-from sequoia_cli.engine import Layout, Sampling, generate
+from sequoia_cli.engine import Layout, Sampling, chain_parents, generate, prompt_generator
 from sequoia_cli.errors import BadInput
-from sequoia_cli.models import encode_prompt, eos_ids
+from sequoia_cli.models import eos_ids
+
+# Every method runs through the same loop: sequoia, specinfer and topk on the tree file's shape
+# (they differ in how children are drawn and verified), chain on a chain of --chain-length
+# tokens, autoregressive on a tree of size 1.
+METHODS = ("sequoia", "specinfer", "topk", "chain", "autoregressive")
 
 
-def prompt_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
-    """One generator per prompt: a run is repeatable, and its prompts draw different numbers."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
+def method_parents(method: str, tree: dict | None, chain_length: int | None) -> list[int]:
+    """The tree a method decodes with, from the tree artifact or the chain length it takes."""
+    if method not in METHODS:
+        raise BadInput(f"--method '{method}' is not one of {', '.join(METHODS)}")
+    if method == "chain":
+        if chain_length is None or chain_length < 1 or tree:
+            raise BadInput("--method chain takes --chain-length K (K >= 1) and no --tree")
+        return chain_parents(chain_length)
+    if method == "autoregressive":
+        if tree or chain_length:
+            raise BadInput("--method autoregressive takes no --tree or --chain-length")
+        return [-1]
+    if not tree or chain_length:
+        raise BadInput(f"--method {method} takes --tree (a sequoia-tree/1 file) and no --chain-length")
+    return tree["parents"]
 
 
-def encode_prompts(tokenizer, prompts: list[str], context: int, chat_template: bool = True) -> list[list[int]]:
-    """Token ids of each prompt, checked to leave room in the models' context."""
-    encoded = [encode_prompt(tokenizer, prompt, chat_template) for prompt in prompts]
-    for i, ids in enumerate(encoded):
-        if not ids:
-            raise BadInput(f"prompt {i + 1} is empty")
-        if len(ids) >= context:
-            raise BadInput(f"prompt {i + 1} has {len(ids)} tokens: past the models' context of {context}")
-    return encoded
+def verification(method: str) -> str:
+    """The verification rule of a method: a chain is verified as a tree of one child per node."""
+    return "sequoia" if method in ("chain", "autoregressive") else method
+
+
+def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
+                  sampling: Sampling, max_new_tokens: int, seed: int,
+                  on_tokens: Callable[[list[int]], None] | None = None) -> dict:
+    """One prompt's generation record (SPEC's generations format); `index` is its place in the
+    run, which picks its random stream."""
+    generator = prompt_generator(seed, index, target.device)
+    result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
+                      eos_ids(target, tokenizer), generator, on_tokens)
+    return {
+        "prompt": prompt, "output_ids": result.output_ids,
+        "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
+        "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
+        "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
+    }
 
 
 def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[list[int]], layout: Layout,
                    sampling: Sampling, max_new_tokens: int, seed: int,
                    on_tokens: Callable[[list[int]], None] | None = None,
                    on_prompt_done: Callable[[], None] | None = None) -> list[dict]:
-    """One record per prompt (SPEC's generations format), in prompt order; `encoded` holds the
-    prompts' token ids from `encode_prompts`."""
-    stop = eos_ids(target, tokenizer)
+    """One record per prompt, in prompt order; `encoded` holds the prompts' checked token ids."""
     records = []
     for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
-        generator = prompt_generator(seed, index, target.device)
-        result = generate(target, draft, ids, layout, sampling, max_new_tokens, stop, generator, on_tokens)
-        records.append({
-            "prompt": prompt, "output_ids": result.output_ids,
-            "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
-            "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
-            "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
-        })
+        records.append(decode_prompt(target, draft, tokenizer, prompt, ids, index, layout, sampling,
+                                     max_new_tokens, seed, on_tokens))
         if on_prompt_done:
             on_prompt_done()
     return records

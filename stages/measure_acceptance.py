@@ -10,10 +10,10 @@ import math
 
 import torch
 
-from sequoia_cli.engine import Sampling, fit_vocab, generate, tree_layout
+from sequoia_cli.artifacts import acceptance_artifact
+from sequoia_cli.engine import Sampling, fit_vocab, generate, prompt_generator, tree_layout
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.sampling import distribution, draw_children, verify_node
-from stages.decode import prompt_generator
 
 DEPTHS_TRACKED = 8
 
@@ -55,8 +55,9 @@ def _logits(model, ids: list[int], start: int, vocab: int) -> torch.Tensor:
 
 def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: Sampling, width: int,
                        continuation_tokens: int, seed: int, chat_template: bool = True,
-                       use_reference: bool = False, on_prompt_done=None) -> dict:
-    """The acceptance vector and its by-depth breakdown, as sequoia-acceptance/1 fields."""
+                       use_reference: bool = False, on_prompt_done=None, run: dict | None = None) -> dict:
+    """A sequoia-acceptance/1 artifact: the vector and its by-depth breakdown, plus the `run`
+    fields given (models, data set, device, ...)."""
     vocab = target.get_output_embeddings().weight.shape[0]
     counts = torch.zeros(DEPTHS_TRACKED, width + 1, dtype=torch.long)  # [depth - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
@@ -75,24 +76,20 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
             counts[depth - 1, rank] += 1
         if on_prompt_done:
             on_prompt_done()
-    return acceptance_fields(counts, sampling, width)
+    return acceptance_of(counts, sampling, width, prompts=len(records), continuation_tokens=continuation_tokens,
+                         seed=seed, **(run or {}))
 
 
-def acceptance_fields(counts: torch.Tensor, sampling: Sampling, width: int) -> dict:
+def acceptance_of(counts: torch.Tensor, sampling: Sampling, width: int, **run) -> dict:
+    """The artifact of counts[depth - 1, rank] (rank 0: none accepted)."""
     total = counts.sum(dim=0)
     samples = int(total.sum())
     acceptance = [int(c) / samples if samples else 0.0 for c in total[1:]]
     by_depth = counts.sum(dim=1)
-    return {
-        "format": "sequoia-acceptance/1",
-        "mode": "greedy" if sampling.greedy else "stochastic",
-        "temperature": sampling.temperature, "top_p": sampling.top_p, "width": width,
-        "acceptance": acceptance,
-        "rejected_all": int(total[0]) / samples if samples else 1.0,
-        "samples": samples,
-        "stderr": [math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance],
+    return acceptance_artifact(
+        "greedy" if sampling.greedy else "stochastic", sampling.temperature, sampling.top_p, width, acceptance,
+        rejected_all=int(total[0]) / samples if samples else 1.0, samples=samples,
+        stderr=[math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance],
         # Row d: acceptance by rank at positions that follow d accepted ones (the last row: or more).
-        "acceptance_by_depth": [[int(c) / int(n) for c in row[1:]] if n else None
-                                for row, n in zip(counts, by_depth)],
-        "samples_by_depth": by_depth.tolist(),
-    }
+        acceptance_by_depth=[[int(c) / int(n) for c in row[1:]] if n else None for row, n in zip(counts, by_depth)],
+        samples_by_depth=by_depth.tolist(), **run)

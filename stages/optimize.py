@@ -1,38 +1,17 @@
-"""optimize: the tree size and depth with the best predicted speed on the profiled machine.
-
-Cost model (SPEC): a step with tree T costs target_ms(size) plus, for each level l < depth,
-draft_ms(width of level l): the draft reads a level's nodes to propose the next level, so a wide
-level costs more than one token. Speedup over autoregressive = E(T) * target_ms(1) / step_ms.
-"""
+"""optimize: the tree size and depth with the best predicted speed on the profiled machine, by
+the cost model of `sequoia_cli.cost`."""
 
 import numpy as np
 
-from sequoia_cli.artifacts import timings
+from sequoia_cli.artifacts import timings, tree_artifact
+from sequoia_cli.cost import step_ms
 from sequoia_cli.errors import BadInput
-from sequoia_cli.tree import best_tree, level_widths, tree_table
-from stages.build_tree import provenance, tree_artifact
+from sequoia_cli.tree import best_tree, depth_bound, level_widths, tree_table
 
 
-def interpolate(ms: dict[int, float], count: int) -> float:
-    """Forward time for `count` tokens: linear between measured counts, linear beyond the last
-    two (a forward never gets cheaper with more tokens, so never below the last point)."""
-    counts, values = list(ms), list(ms.values())
-    if count <= counts[-1] or len(counts) == 1:
-        return float(np.interp(count, counts, values))
-    slope = max(0.0, (values[-1] - values[-2]) / (counts[-1] - counts[-2]))
-    return values[-1] + slope * (count - counts[-1])
-
-
-def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int, float] | None) -> float:
-    """SPEC's cost of one step with this tree: the target reads all nodes, the draft reads each
-    level but the last (no draft timings: the draft counts as free)."""
-    widths = level_widths(parents)
-    draft_cost = sum(interpolate(draft_ms, width) for width in widths[:-1]) if draft_ms else 0.0
-    return interpolate(target_ms, len(parents)) + draft_cost
-
-
-def optimize(acceptance_artifact: dict, profile: dict, max_size: int | None = None,
-             max_depth: int | None = None) -> dict:
+def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None) -> dict:
+    """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
+    weighed every (size, depth) the DP gives up to the bounds."""
     target_ms = timings(profile["target"])
     draft_ms = timings(profile["draft"]) if profile.get("draft") else None
     largest = max(target_ms)
@@ -43,12 +22,9 @@ def optimize(acceptance_artifact: dict, profile: dict, max_size: int | None = No
     if max_size > largest:
         raise BadInput(f"--max-size {max_size} is past the largest profiled target count {largest}:"
                        f" run profile-hw with --max-tokens {max_size}")
-    max_depth = max_size - 1 if max_depth is None else max_depth
-    if max_depth < 0:
-        raise BadInput(f"--max-depth is {max_depth}: depth is at least 0")
+    max_depth = depth_bound(max_size, max_depth)
 
-    acceptance = acceptance_artifact["acceptance"]
-    table = tree_table(acceptance, max_size, max_depth)
+    table = tree_table(acceptance["acceptance"], max_size, max_depth)
     autoregressive_ms = target_ms[1]
     candidates, trees = [], {}
     for size in range(1, max_size + 1):
@@ -76,5 +52,4 @@ def optimize(acceptance_artifact: dict, profile: dict, max_size: int | None = No
         "device": profile.get("device"), "dtype": profile.get("dtype"),
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
     }
-    return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"],
-                         source=provenance(acceptance_artifact), plan=plan)
+    return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"], plan)

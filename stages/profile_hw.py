@@ -7,7 +7,8 @@ import time
 import torch
 from transformers import DynamicCache
 
-from sequoia_cli.engine import causal, forward, keep, sync
+from sequoia_cli.artifacts import profile_artifact
+from sequoia_cli.engine import causal, context_length as model_context, forward, keep, sync
 from sequoia_cli.errors import BadInput
 
 
@@ -22,6 +23,31 @@ def token_counts(max_tokens: int) -> list[int]:
         power *= 2
     if counts[-1] != max_tokens:
         counts.append(max_tokens)
+    return counts
+
+
+def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: int, context_length: int,
+               repeats: int, warmup: int, seed: int = 0, on_count_done=None) -> dict:
+    """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
+    target first) at the counts of `token_counts(max_tokens)`."""
+    counts = check_request(models, max_tokens, context_length, repeats, warmup)
+    sections = {role: {"model": name, "ms": profile_model(model, context_length, counts, repeats, warmup, seed,
+                                                          on_count_done)}
+                for role, (name, model) in models.items()}
+    device = models["target"][1].device
+    return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections)
+
+
+def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
+                  warmup: int) -> list[int]:
+    """The token counts to time; bad input is an error before any timing starts."""
+    if repeats < 1 or warmup < 0 or context_length < 0:
+        raise BadInput("--repeats must be >= 1, --warmup and --context-length >= 0")
+    counts = token_counts(max_tokens)
+    limit = min(model_context(model) for _, model in models.values())
+    if context_length + max_tokens > limit:
+        raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models'"
+                       f" context of {limit}")
     return counts
 
 

@@ -1,4 +1,5 @@
-"""The `sequoia` command end to end, in a subprocess: exit codes, one-line errors, pipes."""
+"""The `sequoia` command end to end (in-process; a real process for exit codes and a pipe):
+one-line errors, nothing left behind, pipes."""
 
 import json
 import os
@@ -8,9 +9,8 @@ import sys
 import pytest
 
 from sequoia_cli import artifacts
-from sequoia_cli.tree import expected_tokens, tree_table
-
-RUN_MAIN = "import sys; sys.argv[0] = 'sequoia'; from sequoia_cli.cli import main; main()"
+from sequoia_cli.tree import MAX_TREE_SIZE, expected_tokens, tree_table
+from tests.conftest import assert_one_line_error, sequoia, sequoia_process
 
 ACCEPTANCE = {"format": "sequoia-acceptance/1", "mode": "greedy", "temperature": 0.0,
               "acceptance": [0.6, 0.2, 0.1], "draft": "d", "target": "t"}
@@ -18,11 +18,6 @@ COUNTS = [1, 2, 4, 8, 16, 32]
 PROFILE = {"format": "sequoia-profile/1", "device": "cpu", "dtype": "float32", "context_length": 64,
            "target": {"model": "t", "ms": {str(n): 100.0 + n for n in COUNTS}},
            "draft": {"model": "d", "ms": {str(n): 10.0 + 0.1 * n for n in COUNTS}}}
-
-
-def sequoia(*args, input=None, cwd=None):
-    return subprocess.run([sys.executable, "-c", RUN_MAIN, *map(str, args)], input=input, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
 
 
 def put(folder, name, value) -> str:
@@ -50,13 +45,7 @@ def workdir(tmp_path):
 
 def assert_bad_input(result, folder, before, out, *words):
     """Exit 2, exactly one 'error:' line naming each of `words`, no traceback, nothing written."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:"), lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert_one_line_error(result, *words)
     assert result.stdout == ""
     if out is not None:
         assert not os.path.exists(out)
@@ -81,6 +70,8 @@ BUILD_FAULTS = {
     "missing --acceptance": (["--size", "4"], ["--acceptance"]),
     "non-integer --size": (["--acceptance", "{w}/acc.json", "--size", "four"], ["--size", "integer"]),
     "unknown option": (["--acceptance", "{w}/acc.json", "--size", "4", "--depth", "3"], ["--depth"]),
+    "absurd size": (["--acceptance", "{w}/acc.json", "--size", "1000000"], ["1000000", str(MAX_TREE_SIZE)]),
+    "table past memory": (["--acceptance", "{w}/acc.json", "--size", "8000"], ["8000", "--max-depth"]),
 }
 
 OPTIMIZE_FAULTS = {
@@ -134,6 +125,28 @@ def test_show_bad_input(workdir, name):
     before = sorted(os.listdir(workdir))
     result = sequoia("show", *_fill(args, workdir), cwd=workdir)
     assert_bad_input(result, workdir, before, None, *_fill(words, workdir))
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"format": "sequoia-acceptance/1", "width": 1' + "0" * 20_000_000 + "}", ["digits"]),
+    ("[" * 100_000 + "]" * 100_000, ["recursion"]),
+], ids=["integer of 20 million digits", "nesting 100,000 deep"])
+def test_json_past_the_parser_limits(workdir, text, words):
+    path = put(workdir, "odd.json", text)
+    before = sorted(os.listdir(workdir))
+    result = sequoia("build-tree", "--acceptance", path, "--size", "4", "--out", workdir / "tree.json")
+    assert_bad_input(result, workdir, before, workdir / "tree.json", path, *words)
+
+
+@pytest.mark.parametrize("out", ["/proc/x.json", "/proc/nope/x.json", "{w}/acc.json/x.json", "{w}"])
+def test_unwritable_output(workdir, out):
+    out = out.replace("{w}", str(workdir))
+    before = sorted(os.listdir(workdir))
+    result = sequoia("build-tree", "--acceptance", workdir / "acc.json", "--size", "4", "--out", out)
+    assert_bad_input(result, workdir, before, None, out)
+    result = sequoia("build-tree", "--acceptance", workdir / "acc.json", "--size", "4", "--out", workdir / "t.json",
+                     "--table", out)
+    assert_bad_input(result, workdir, before, workdir / "t.json", out)
 
 
 def test_bad_stdin_names_stdin(workdir):
@@ -231,3 +244,17 @@ def test_help_has_an_example(command):
     result = sequoia(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert "Example:" in result.stdout
+
+
+def test_console_script_pipe_and_exit_codes(workdir):
+    """As a shell runs it: build-tree's standard output piped into show, and exit code 2 from a
+    real process."""
+    code = "import sys; sys.argv[0] = 'sequoia'; from sequoia_cli.cli import main; main()"
+    build = subprocess.Popen([sys.executable, "-c", code, "build-tree", "--acceptance", str(workdir / "acc.json"),
+                              "--size", "6", "--out", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    show = subprocess.run([sys.executable, "-c", code, "show", "-"], stdin=build.stdout, capture_output=True,
+                          text=True, timeout=120)
+    build.stdout.close()
+    assert build.wait(timeout=120) == 0 and show.returncode == 0, show.stderr
+    assert "size 6" in show.stdout and "5: child" in show.stdout
+    assert_one_line_error(sequoia_process("show", workdir / "nope.json"), "no such file")

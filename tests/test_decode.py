@@ -1,8 +1,6 @@
 """decode on tiny random models (float32): tree forwards, greedy identity, caches, sampling."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,7 +9,8 @@ from transformers import DynamicCache
 
 from sequoia_cli.engine import Sampling, causal, chain_parents, forward, generate, tree_layout
 from sequoia_cli.tree import best_tree, tree_table
-from tests.tiny import FAMILIES, noisy_copy, save_tiny_pair, tiny_model
+from tests.conftest import assert_one_line_error, sequoia
+from tests.tiny import FAMILIES, noisy_copy, tiny_model
 
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
 TREES = {"single": [-1], "chain": chain_parents(5), "star": [-1] + [0] * 7, "dp": DP_TREE}
@@ -73,6 +72,19 @@ def test_greedy_stops_at_eos_like_generate():
     assert result.output_ids == expected and result.stopped_by == "eos"
 
 
+@pytest.mark.parametrize("family", ["qwen2", "gpt2"])
+def test_greedy_stops_at_the_end_of_the_context_like_generate(family):
+    """Near the end of a 48-token context the loop finishes with plain steps; it stops when the
+    context is full, with the target's own greedy tokens."""
+    target = tiny_model(family, seed=1, context=48)
+    ids = prompt(30, 4)
+    result = generate(target, noisy_copy(target, 0.2), ids, tree_layout(DP_TREE), Sampling(), 100, set(),
+                      torch.Generator())
+    assert result.stopped_by == "context"
+    assert len(ids) + len(result.output_ids) == 48
+    assert result.output_ids == reference_greedy(target, ids, 48 - len(ids))
+
+
 def test_draft_equal_to_target_accepts_whole_chains():
     target = tiny_model("llama", seed=4)
     result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4)), Sampling(), 25, set(),
@@ -110,8 +122,12 @@ def exact_two_token_distribution(model, ids: list[int], temperature: float, top_
     return (first[:, None] * second).flatten()
 
 
-@pytest.mark.parametrize("method,parents", [("sequoia", DP_TREE), ("specinfer", DP_TREE), ("topk", DP_TREE),
-                                            ("sequoia", chain_parents(3))])
+# Two levels are all that the first two tokens can use: a deeper tree only costs draft forwards.
+TWO_LEVELS = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 10, 2), 10, 2)
+
+
+@pytest.mark.parametrize("method,parents", [("sequoia", TWO_LEVELS), ("specinfer", TWO_LEVELS),
+                                            ("topk", TWO_LEVELS), ("sequoia", chain_parents(2))])
 def test_sampled_tokens_follow_the_target(method, parents):
     """Chi-square of the first two generated tokens over many seeds against the exact joint."""
     vocab = 6
@@ -134,16 +150,6 @@ def test_sampled_tokens_follow_the_target(method, parents):
         observed = torch.cat([observed, counts[~big].sum()[None].double()])
         predicted = torch.cat([predicted, expected[~big].sum()[None]])
     assert chisquare(observed.numpy(), predicted.numpy() * runs / predicted.sum().item()).pvalue > 1e-3
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    return save_tiny_pair(tmp_path_factory.mktemp("pair"))
-
-
-def sequoia(*args, stdin: str | None = None):
-    return subprocess.run([sys.executable, "-c", "from sequoia_cli.cli import main; main()", *args],
-                          input=stdin, capture_output=True, text=True, timeout=300)
 
 
 def test_decode_data_writes_one_line_per_prompt_and_is_repeatable(pair, tmp_path):
@@ -176,15 +182,6 @@ def test_decode_prompt_streams_the_greedy_text(pair):
                     "--max-new-tokens", "10", "--dtype", "float32", "--no-chat-template")
     assert done.returncode == 0 and alone.returncode == 0, done.stderr + alone.stderr
     assert done.stdout == alone.stdout and done.stdout.strip()
-
-
-def assert_one_line_error(done, *words):
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
-    assert "Traceback" not in done.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_decode_bad_inputs(pair, tmp_path):

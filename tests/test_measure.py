@@ -9,9 +9,9 @@ from sequoia_cli.artifacts import check_acceptance, check_profile
 from sequoia_cli.engine import Sampling
 from stages.measure_acceptance import accepted_ranks, measure_acceptance, run_lengths
 from stages.profile_hw import token_counts
-from tests.test_decode import assert_one_line_error, sequoia
+from tests.conftest import assert_one_line_error, sequoia
 from tests.test_verifier import draws
-from tests.tiny import save_tiny_pair, tiny_model, tiny_tokenizer
+from tests.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(0.8, 0.9), Sampling(1.3, 1.0)])
@@ -60,11 +60,6 @@ def test_token_counts():
     assert token_counts(5) == [1, 2, 3, 4, 5]
     assert token_counts(64) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64]
     assert token_counts(100) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64, 100]
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    return save_tiny_pair(tmp_path_factory.mktemp("pair"))
 
 
 def test_measure_and_profile_commands_chain_into_optimize_and_decode(pair, tmp_path):

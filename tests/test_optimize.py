@@ -2,13 +2,13 @@
 
 import math
 
-import numpy as np
 import pytest
 
 from sequoia_cli import artifacts
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, expected_tokens, level_widths, max_nodes, tree_table
-from stages.optimize import interpolate, optimize
+from sequoia_cli.cost import interpolate, predicted_speedup, step_ms
+from stages.optimize import optimize
 
 COUNTS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 
@@ -42,13 +42,6 @@ def linear(ms_per_token):
 VECTORS = [[0.8, 0.1], [0.6, 0.2, 0.1], [0.1, 0.5, 0.2], [0.5, 0.0, 0.3], [0.35, 0.2, 0.1, 0.05, 0.05]]
 
 
-def step_ms_of(parents, target_ms, draft_ms) -> float:
-    """SPEC: target_ms(size) + sum over levels l < depth of draft_ms(nodes at level l)."""
-    widths = level_widths(parents)
-    draft = sum(interpolate(draft_ms, w) for w in widths[:-1]) if draft_ms else 0.0
-    return interpolate(target_ms, len(parents)) + draft
-
-
 def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None):
     """Everything a written plan must satisfy, whatever the profile."""
     artifacts.check_tree("tree.json", tree)
@@ -64,7 +57,7 @@ def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None)
     assert tree["size"] == plan["size"] == len(tree["parents"])
     assert tree["depth"] == plan["depth"]
     assert tree["expected_tokens"] == pytest.approx(expected_tokens(tree["parents"], vector), rel=1e-12)
-    assert plan["step_ms"] == pytest.approx(step_ms_of(tree["parents"], target_ms, draft_ms), rel=1e-12)
+    assert plan["step_ms"] == pytest.approx(step_ms(tree["parents"], target_ms, draft_ms), rel=1e-12)
     assert plan["autoregressive_ms_per_token"] == target_ms[1]
     assert plan["draft_counted"] == (draft_ms is not None)
     assert plan["ms_per_token"] == pytest.approx(plan["step_ms"] / tree["expected_tokens"], rel=1e-12)
@@ -90,7 +83,7 @@ def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None)
         assert c["expected_tokens"] == pytest.approx(table.expected[c["depth"], c["size"]], rel=1e-12)
         parents = best_tree(table, c["size"], c["depth"])
         if len(level_widths(parents)) - 1 == c["depth"]:  # else a looser bound built the candidate
-            assert c["step_ms"] == pytest.approx(step_ms_of(parents, target_ms, draft_ms), rel=1e-12)
+            assert c["step_ms"] == pytest.approx(step_ms(parents, target_ms, draft_ms), rel=1e-12)
     assert (1, 0) in seen
     return plan
 
@@ -264,16 +257,22 @@ def test_speedup_matches_hand_computation():
 
 
 def test_draft_cost_counts_the_width_of_each_level():
-    # A star of 3 (depth 1) costs draft_ms(1); a chain of 3 (depth 2) costs draft_ms(1) + draft_ms(1);
-    # level widths are read from the tree, not assumed to be 1.
-    acc = acceptance([0.5, 0.4])
-    prof = profile({1: 100.0, 8: 100.0}, {1: 10.0, 2: 30.0, 8: 100.0})
-    plan = check_plan(optimize(acc, prof, max_size=7, max_depth=2), acc, prof)
-    draft_ms = artifacts.timings(prof["draft"])
-    table = tree_table([0.5, 0.4], 7, 2)
-    for c in plan["candidates"]:
-        parents = best_tree(table, c["size"], c["depth"])
-        widths = level_widths(parents)
-        assert len(widths) - 1 == c["depth"]
-        want = 100.0 + sum(np.interp(w, list(draft_ms), list(draft_ms.values())) for w in widths[:-1])
-        assert c["step_ms"] == pytest.approx(want)
+    # Levels of widths 1, 2, 3 (size 6, depth 2): the target reads 6 tokens, the draft reads the
+    # root, then the 2 nodes of level 1; the deepest level is never read.
+    # target(6) = 100 + (170 - 100) * 5/7 = 150; draft(1) = 10, draft(2) = 30: 190 ms.
+    parents = [-1, 0, 0, 1, 1, 2]
+    target_ms, draft_ms = {1: 100.0, 8: 170.0}, {1: 10.0, 2: 30.0, 8: 100.0}
+    assert step_ms(parents, target_ms, draft_ms) == pytest.approx(190.0)
+    # The same nodes as a chain of 5: target(6) + 5 draft forwards of 1 token = 150 + 50.
+    assert step_ms(list(range(-1, 5)), target_ms, draft_ms) == pytest.approx(200.0)
+    # A star of 4: one draft forward of the root; without draft timings the draft is free.
+    assert step_ms([-1, 0, 0, 0], target_ms, draft_ms) == pytest.approx(100.0 + 70.0 * 3 / 7 + 10.0)
+    assert step_ms([-1, 0, 0, 0], target_ms, None) == pytest.approx(130.0)
+    # Between measured draft counts: draft(3) = 30 + 70/6.
+    assert step_ms([-1, 0, 0, 0, 1, 2, 3], target_ms, draft_ms) == pytest.approx(160.0 + 10.0 + 30.0 + 70.0 / 6)
+
+
+def test_predicted_speedup_by_hand():
+    # Star of 3 with a = [0.5, 0.3]: E = 1 + 0.5 + 0.3 = 1.8; step = 100 + 10 = 110 ms;
+    # speedup = 1.8 * 100 / 110.
+    assert predicted_speedup([-1, 0, 0], [0.5, 0.3], {1: 100.0, 4: 100.0}, {1: 10.0}) == pytest.approx(1.8 / 1.1)

@@ -1,0 +1,108 @@
+"""Everything the `sequoia` command shows a person: the stderr console, progress bars, tables,
+the tree drawing and the streamed text. Stages return data; this module draws it."""
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from sequoia_cli.tree import path_probabilities, ranks
+
+console = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
+def error_line(message: str) -> None:
+    console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def acceptance_summary(acceptance: dict, out: str) -> None:
+    shown = ", ".join(f"{a:.3f}" for a in acceptance["acceptance"])
+    console.print(f"{acceptance['samples']} positions, {acceptance['mode']}: acceptance [{shown}], "
+                  f"none accepted {acceptance['rejected_all']:.3f} -> {out}")
+
+
+def tree_summary(tree: dict, out: str) -> None:
+    console.print(f"tree of size {tree['size']}, depth {tree['depth']}: "
+                  f"{tree['expected_tokens']:.3f} expected tokens per step -> {out}")
+
+
+def profile_summary(profile: dict, out: str) -> None:
+    for role in ("target", "draft"):
+        if role in profile:
+            console.print(f"{role}: " + ", ".join(f"{n}: {t:.1f} ms" for n, t in profile[role]["ms"].items()))
+    console.print(f"-> {out}")
+
+
+def plan_table(tree: dict, out: str, show: int) -> None:
+    plan = tree["plan"]
+    grid = Table(title=f"best of {len(plan['candidates'])} candidates "
+                       f"({plan['device']}, {plan['dtype']}; autoregressive {plan['autoregressive_ms_per_token']:.1f} ms/token)")
+    for column in ("size", "depth", "expected tokens", "step ms", "ms/token", "speedup"):
+        grid.add_column(column, justify="right")
+    for c in plan["candidates"][:show]:
+        grid.add_row(str(c["size"]), str(c["depth"]), f"{c['expected_tokens']:.3f}", f"{c['step_ms']:.1f}",
+                     f"{c['ms_per_token']:.1f}", f"{c['speedup']:.2f}x")
+    console.print(grid)
+    if not plan["draft_counted"]:
+        console.print("[yellow]the profile has no draft timings: the draft was counted as free[/]")
+    console.print(f"chosen: size {plan['size']}, depth {plan['depth']}, predicted speedup "
+                  f"{plan['speedup']:.2f}x over autoregressive -> {out}")
+
+
+def tree_drawing(tree: dict) -> None:
+    """The tree on standard output, each node with its rank and the chance that it is reached."""
+    parents = tree["parents"]
+    reach = path_probabilities(parents, tree["acceptance"]) if tree.get("acceptance") else None
+    node_ranks = ranks(parents)
+    expected = f", {tree['expected_tokens']:.3f} expected tokens" if "expected_tokens" in tree else ""
+    labels = [Tree(f"root (size {tree['size']}, depth {tree['depth']}{expected})")]
+    for i in range(1, len(parents)):
+        label = f"{i}: child {node_ranks[i]}" + (f"  p={reach[i]:.4f}" if reach else "")
+        labels.append(labels[parents[i]].add(label))
+    Console().print(labels[0])
+
+
+def stats_table(stats: dict) -> None:
+    grid = Table(show_header=False, box=None)
+    grid.add_row("tokens", f"{stats['tokens']} in {stats['seconds']:.2f} s = {stats['tokens_per_second']:.2f} tokens/s")
+    grid.add_row("target forwards", str(stats["target_forwards"]))
+    grid.add_row("draft forwards", str(stats["draft_forwards"]))
+    predicted = f" (tree predicts {stats['expected_tokens']:.3f})" if stats.get("expected_tokens") else ""
+    grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f}{predicted}")
+    console.print(grid)
+
+
+def compare_table(paths: list[str], runs: list[dict]) -> None:
+    """Speeds of decode runs and their ratio to the last one, on standard output."""
+    baseline = runs[-1]["tokens_per_second"]
+    grid = Table()
+    for column in ("run", "method", "tokens/s", "tokens per step", "predicted", "speedup"):
+        grid.add_column(column, justify="right")
+    for path, run in zip(paths, runs):
+        predicted = run.get("expected_tokens")
+        grid.add_row(path, run.get("method", "?"), f"{run['tokens_per_second']:.2f}", f"{run['mean_accepted']:.3f}",
+                     f"{predicted:.3f}" if predicted else "-",
+                     f"{run['tokens_per_second'] / baseline:.2f}x" if baseline else "-")
+    Console().print(grid)
+
+
+def text_streamer(tokenizer):
+    """A callback that prints newly accepted tokens as text on standard output (decoding the whole
+    output each time, since a token's text can depend on its neighbours)."""
+    ids, shown = [], [0]
+
+    def stream(new: list[int]) -> None:
+        ids.extend(new)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        sys.stdout.write(text[shown[0]:])
+        sys.stdout.flush()
+        shown[0] = len(text)
+
+    return stream
