@@ -209,3 +209,17 @@ def test_tied_weights_are_saved_once_and_tied_again_on_reload(tmp_path):
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reloaded(ids).logits)
+
+
+def test_an_installation_without_pair_files_says_so(tmp_path, monkeypatch):
+    from sequoia_cli import pairs
+    from sequoia_cli.errors import SetupError
+    from tests.conftest import sequoia
+
+    monkeypatch.setattr(pairs, "configs_dir", lambda: tmp_path / "no-configs")
+    with pytest.raises(SetupError, match="no model pair configs"):
+        pair_names()
+    done = sequoia("decode", "--pair", "qwen2.5-coder", "--method", "autoregressive", "--prompt", "hi")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"error: no model pair configs in {tmp_path / 'no-configs'}:"
+                                        " this sequoia installation is incomplete"]
