@@ -68,6 +68,9 @@ def write_text(path: str, text: str) -> None:
             handle.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, target)
+    except OSError as err:  # a folder in the way, a full disk
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

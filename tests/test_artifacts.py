@@ -343,13 +343,20 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     target.write_text("previous", encoding="utf-8")
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(artifacts.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(BadInput, match="tree.json: cannot write here .No space left on device"):
         artifacts.write_json(str(target), tree_artifact())
     assert target.read_text(encoding="utf-8") == "previous"
     assert os.listdir(tmp_path) == ["tree.json"]
+
+
+def test_writing_onto_a_folder_is_bad_input_and_leaves_no_temp(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BadInput, match="taken: cannot write here"):
+        artifacts.write_json(str(tmp_path / "taken"), tree_artifact())
+    assert os.listdir(tmp_path) == ["taken"] and os.listdir(tmp_path / "taken") == []
 
 
 def test_unserialisable_artifact_writes_nothing(tmp_path):
