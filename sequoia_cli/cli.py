@@ -326,31 +326,44 @@ def compare_command(
 
 @app.command("bench", epilog="Example: sequoia bench --quick --pair qwen2.5-coder --out-dir bench-report")
 def bench_command(
-    quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes, temperatures and tokens (about 5 minutes on a 2-core CPU for the default pair; the full run is under 45).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="3 prompts of 48 tokens per workload, fewer sizes and temperatures (under 10 minutes on a 2-core CPU for the default pair; the full run, 8 prompts of 128 tokens, under 2 hours).")] = False,
     pair: Annotated[Optional[str], typer.Option(help="A pair name from configs/: sets both --draft and --target. Default: qwen2.5-coder, unless --draft and --target are given.")] = None,
     draft: Draft = None, target: Target = None,
-    out_dir: Annotated[str, typer.Option(help="Folder for report.md, scalability.png, robustness.png and bench.json (every row).")] = "bench-report",
+    out_dir: Annotated[str, typer.Option(help="Folder for report.md, scalability.png, robustness.png, bench.json (every row) and cells.jsonl (every finished cell).")] = "bench-report",
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse the finished cells of an interrupted run in --out-dir's cells.jsonl (same mode, seed and models).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of every draw (each prompt gets its own stream).")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
 ):
-    """Measure the paper's claims on a model pair in one run: tokens per step against tree size and
-    temperature, wall clock against Hugging Face generate (plain and assisted), the optimizer's pick
-    against fixed trees, the DP's run time and the loop's overhead. Prompts: the first built-in
-    mt-bench questions with the chat template."""
-    from stages.bench import FULL, QUICK, count_cells, run_bench
+    """Measure the paper's claims on a model pair, on HumanEval and MT-Bench: tokens per step
+    against tree size and temperature, wall clock against Hugging Face generate (plain and
+    assisted, greedy and sampled), the optimizer's pick against a sweep of trees, the DP's run time
+    and the loop's overhead. The methods of a block run back to back on each prompt, in rotated
+    order; figures are geometric means over prompts with 95% bootstrap intervals."""
+    from stages.bench import FULL, QUICK, open_store, run_bench, total_work
 
     if not (pair or draft or target):
         pair = "qwen2.5-coder"
     writable(f"{out_dir}/report.md")
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
+    config, names = QUICK if quick else FULL, bench_names(pair, draft_name, target_name)
+    store = open_store(out_dir, config, seed, names, dtype, resume)  # a bad --resume fails before loading
     draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
-    config = QUICK if quick else FULL
     with progress_bar() as bar:
-        task = bar.add_task(f"bench ({config.name})", total=count_cells(config))
-        report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed,
-                           names={"target": target_name, "draft": draft_name}, dtype=dtype,
-                           tick=lambda label: bar.update(task, advance=1, description=label))
-    console.print(f"report -> {report} (plots and bench.json beside it)")
+        task = bar.add_task(f"bench ({config.name})", total=total_work(config))
+        report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed, names=names, dtype=dtype,
+                           resume=resume, store=store,
+                           tick=lambda label, weight: bar.update(task, advance=weight, description=label))
+    console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
+
+
+def bench_names(pair: Optional[str], draft: str, target: str) -> dict:
+    """The models as the report names them: a pair's entries by their model names."""
+    from sequoia_cli.pairs import pair_config
+
+    if pair:
+        config = pair_config(pair)
+        return {role: f"{config[role]['name']} (pair {pair})" for role in ("target", "draft")}
+    return {"target": target, "draft": draft}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,19 +1,24 @@
-"""The bench on a tiny random pair: tree families, one whole run, failed cells, the command's errors."""
+"""The bench on a tiny random pair: tree families, the interleaving order, the bootstrap interval,
+one whole run whose report carries the numbers the cells measured, resuming, failed cells, and
+the command's errors."""
 
 import dataclasses
 import json
+import math
 
+import numpy as np
 import pytest
 
+from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import check_parents, depths, level_widths
 from stages import bench
 from stages.bench import experiments, harness
-from tests.conftest import sequoia
+from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
-TINY = dataclasses.replace(bench.QUICK, name="tiny", continuation=8, width=4, new_tokens=8, timed_tokens=8,
-                           sizes=(2, 8), profile_max=8, profile_repeats=1, dp_sizes=(16, 32),
-                           sweep_sizes=(4,), sweep_depths=(1, 3))
+TINY = dataclasses.replace(bench.QUICK, name="tiny", prompts=3, new_tokens=8, scale_prompts=2, scale_tokens=8,
+                           acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8), robust_temperatures=(0.6,),
+                           sweep=((4, 1), (4, 3)), profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
 
 
 def children(parents):
@@ -53,6 +58,87 @@ def test_kary_tree_is_filled_breadth_first(size):
     assert all(c == [j for j in (2 * i + 1, 2 * i + 2) if j < size] for i, c in enumerate(kids))
 
 
+# ---- interleaving ----------------------------------------------------------------------------
+
+def test_rotation_puts_every_method_in_every_place_equally_often():
+    names = ["a", "b", "c", "d"]
+    orders = [harness.rotation(names, i) for i in range(8)]
+    assert orders[0] == names and orders[1] == ["b", "c", "d", "a"] and orders[5] == orders[1]
+    for place in range(4):
+        assert sorted(order[place] for order in orders) == sorted(names * 2)
+    assert harness.rotation([], 3) == []
+
+
+def test_a_block_runs_each_prompts_methods_back_to_back_in_rotated_order(tmp_path):
+    calls, ticks = [], []
+    methods = {name: (lambda index, name=name: calls.append((index, name)) or {"tokens": index}) for name in "xyz"}
+    store = harness.Store(tmp_path / "cells.jsonl", {"run": 1}, resume=False)
+    results = harness.run_block(store, "block", methods, 4, lambda label, weight: ticks.append(weight), 5)
+    assert calls == [(0, "x"), (0, "y"), (0, "z"), (1, "y"), (1, "z"), (1, "x"),
+                     (2, "z"), (2, "x"), (2, "y"), (3, "x"), (3, "y"), (3, "z")]
+    assert results == {name: [{"tokens": i} for i in range(4)] for name in "xyz"}
+    assert ticks == [5] * 12
+
+
+def test_the_store_resumes_finished_cells_and_retries_failed_ones(tmp_path):
+    path = tmp_path / "cells.jsonl"
+    store = harness.Store(path, {"seed": 1, "sizes": (2, 8)}, resume=False)
+    store.cell("done", lambda: {"tokens": 3})
+    store.cell("broken", lambda: 1 / 0)
+    with path.open("a") as out:
+        out.write('{"key": "half-writt')  # the run was killed while writing
+    again = harness.Store(path, {"seed": 1, "sizes": (2, 8)}, resume=True)
+    ran = []
+    assert again.cell("done", lambda: ran.append("done") or {}) == {"tokens": 3}
+    assert again.cell("broken", lambda: ran.append("broken") or {"tokens": 1}) == {"tokens": 1}
+    assert ran == ["broken"]
+    with pytest.raises(BadInput, match="not the cells of this run"):
+        harness.Store(path, {"seed": 2, "sizes": (2, 8)}, resume=True)
+    assert harness.Store(path, {"seed": 2}, resume=False).cells == {}  # no --resume: a fresh file
+    assert len(path.read_text().splitlines()) == 1
+
+
+# ---- the bootstrap interval ------------------------------------------------------------------
+
+def test_interval_of_a_constant_sample_is_the_value():
+    figure = harness.geometric_interval([1.5] * 6, 500, seed=0)
+    assert figure["value"] == pytest.approx(1.5) and figure["low"] == pytest.approx(1.5)
+    assert figure["high"] == pytest.approx(1.5) and figure["n"] == 6 and not figure["wide"]
+
+
+def test_interval_of_two_values_spans_both():
+    # Resamples of [1, 4] have geometric means 1, 2 or 4 with chances 1/4, 1/2, 1/4.
+    figure = harness.geometric_interval([1.0, 4.0], 4000, seed=0)
+    assert figure["value"] == pytest.approx(2.0)
+    assert (figure["low"], figure["high"]) == pytest.approx((1.0, 4.0)) and figure["wide"]
+
+
+def test_interval_of_a_lognormal_sample_matches_the_normal_theory():
+    logs = np.random.default_rng(7).normal(0.3, 0.2, size=400)
+    figure = harness.geometric_interval(np.exp(logs).tolist(), 4000, seed=1)
+    half = 1.96 * logs.std() / math.sqrt(len(logs))
+    assert figure["value"] == pytest.approx(math.exp(logs.mean()))
+    assert math.log(figure["high"] / figure["low"]) / 2 == pytest.approx(half, rel=0.1)
+    assert figure["low"] < figure["value"] < figure["high"] and not figure["wide"]
+
+
+def test_interval_covers_the_true_geometric_mean_about_95_percent_of_the_time():
+    generator = np.random.default_rng(3)
+    covered = 0
+    for trial in range(300):
+        sample = np.exp(generator.normal(0.3, 0.2, size=30)).tolist()
+        figure = harness.geometric_interval(sample, 1000, seed=trial)
+        covered += figure["low"] < math.exp(0.3) < figure["high"]
+    assert 0.88 <= covered / 300 <= 0.99
+
+
+def test_one_value_has_no_interval_and_says_so():
+    figure = harness.geometric_interval([2.0], 100, seed=0)
+    assert figure["value"] == 2.0 and figure["low"] is None and figure["wide"]
+
+
+# ---- whole runs --------------------------------------------------------------------------------
+
 @pytest.fixture(scope="module")
 def tiny_pair():
     tokenizer = tiny_tokenizer()
@@ -60,74 +146,133 @@ def tiny_pair():
     return target, noisy_copy(target, 0.3), tokenizer
 
 
-def test_whole_bench_on_a_tiny_pair(tiny_pair, tmp_path, monkeypatch):
-    def broken(size, k=2):
-        raise RuntimeError("boom\nsecond line")
-
-    monkeypatch.setattr(experiments, "kary_parents", broken)  # every top-2 tree cell raises
+@pytest.fixture(scope="module")
+def whole_run(tiny_pair, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
     ticks = []
     target, draft, tokenizer = tiny_pair
-    report = bench.run_bench(target, draft, tokenizer, str(tmp_path / "out"), TINY, seed=3,
-                             names={"target": "tiny-t", "draft": "tiny-d"}, tick=ticks.append)
+    report = bench.run_bench(target, draft, tokenizer, str(out), TINY, seed=3,
+                             names={"target": "tiny-t", "draft": "tiny-d"},
+                             tick=lambda label, weight: ticks.append(weight))
+    return out, report, ticks
 
-    assert report == tmp_path / "out" / "report.md"
-    for name in ("scalability.png", "robustness.png", "bench.json"):
-        assert (tmp_path / "out" / name).stat().st_size > 0
-    assert len(ticks) == bench.count_cells(TINY)
+
+def cells_of(out) -> dict:
+    lines = (out / bench.CELLS_FILE).read_text().splitlines()
+    return {entry["key"]: entry["result"] for entry in map(json.loads, lines[1:])}
+
+
+def test_whole_bench_on_a_tiny_pair(whole_run):
+    out, report, ticks = whole_run
+    assert report == out / "report.md"
+    for name in ("scalability.png", "robustness.png", "bench.json", bench.CELLS_FILE):
+        assert (out / name).stat().st_size > 0
+    assert sum(ticks) == bench.total_work(TINY)
     text = report.read_text()
     for heading in ("## 1. Scalability", "## 2. Robustness", "## 3. Wall clock", "## 4. Hardware awareness",
                     "## 5. The DP itself", "## 6. Loop overhead"):
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]
         assert "\n|---|" in section, heading  # each experiment has its table
-    assert "tiny-t" in text and "mt-bench" in text and "seed 3" in text
+    for workload in ("humaneval", "mt-bench"):
+        assert f"### {workload}, greedy" in text and f"### {workload}, t=0.6 p=0.9" in text
+    assert "tiny-t" in text and "seed 3" in text and "load average" in text
 
-    results = json.loads((tmp_path / "out" / "bench.json").read_text())
-    # The raising cells are reported, one line each, and the rest of the run went on.
-    failed = [r for r in results["scalability"] if r["family"] == "topk"]
-    assert failed and all(r["error"] == "failed: RuntimeError: boom" for r in failed)
-    assert "failed: RuntimeError: boom |" in text
-    assert all("error" not in r for r in results["scalability"] if r["family"] != "topk")
-    assert all("error" not in r for key in ("robustness", "wall_clock", "hardware", "dp", "overhead")
-               for r in results[key])
-
-    # Greedy: every method gives the target's own tokens.
-    wall = results["wall_clock"]
-    assert [r["method"] for r in wall] == list(experiments.WALL_METHODS)
-    assert all(r["outputs"] == wall[0]["outputs"] for r in wall)
-    assert [r["same_tokens"] for r in wall] == ["reference"] + ["yes"] * (len(wall) - 1)
-    greedy = [r["outputs"] for r in results["scalability"] if r["temperature"] == 0 and "outputs" in r]
-    assert len(greedy) == 2 * 3 and all(out == greedy[0] for out in greedy)
-
+    results = json.loads((out / "bench.json").read_text())
+    assert not [r for key in ("scalability", "robustness", "wall_clock", "hardware") for r in results[key]
+                if "error" in r]
+    # Greedy: every method, ours and HF's, gives HF generate's tokens.
+    greedy = [r for r in results["wall_clock"] if r["setting"] == "greedy"]
+    assert {r["method"] for r in greedy} == set(experiments.wall_methods("greedy", TINY))
+    assert all(r["same_tokens"] in ("reference", "yes") for r in greedy)
     # The DP cells carry their prediction; the k x d cells their shape.
     for row in results["scalability"]:
         if row["family"] == "dp":
             assert row["predicted"] >= 1.0 and row["tree_size"] == row["size"]
         if row["family"] == "kxd":
             assert row["shape"] == "{}x{}".format(*harness.kxd_shape(row["size"]))
-    overhead = results["overhead"][0]
-    assert overhead["outside_seconds"] == pytest.approx(
-        overhead["wall_seconds"] - overhead["target_seconds"] - overhead["draft_seconds"])
-    assert overhead["target_forwards"] == overhead["steps"]
+    for row in results["overhead"]:
+        assert row["outside_seconds"] == pytest.approx(row["wall_seconds"] - row["target_seconds"] - row["draft_seconds"])
 
 
-def test_a_failed_vector_fails_its_cells_not_the_run(tiny_pair, tmp_path, monkeypatch):
-    def broken(*args, **kwargs):
+def test_every_method_of_a_prompt_ran_back_to_back_in_rotated_order(whole_run):
+    out, _, _ = whole_run
+    keys = [k for k in cells_of(out) if k.startswith("wall clock | mt-bench | greedy |")]
+    methods = experiments.wall_methods("greedy", TINY)
+    expected = [f"wall clock | mt-bench | greedy | {name} | prompt {i}"
+                for i in range(TINY.prompts) for name in harness.rotation(methods, i)]
+    assert keys == expected
+
+
+def test_the_reports_numbers_are_the_cells_measured(whole_run):
+    out, report, _ = whole_run
+    cells = cells_of(out)
+    text = report.read_text()
+    for workload in ("humaneval", "mt-bench"):
+        def speeds(method):
+            return [cells[f"wall clock | {workload} | greedy | {method} | prompt {i}"] for i in range(TINY.prompts)]
+        ratios = [s["tokens"] / s["seconds"] / (b["tokens"] / b["seconds"])
+                  for s, b in zip(speeds("Sequoia"), speeds("HF generate"))]
+        expected = harness.geometric_interval(ratios, TINY.resamples, 3)
+        table = text.split(f"### {workload}, greedy", 1)[1].split("###", 1)[0]
+        line = next(line for line in table.splitlines() if line.startswith("| Sequoia |"))
+        assert f"| {expected['value']:.2f}x [{expected['low']:.2f}, {expected['high']:.2f}]" in line
+        tokens = sum(s["tokens"] for s in speeds("Sequoia"))
+        assert line.split(" | ")[2] == str(tokens)
+        steps = [cells[f"scalability | {workload} | t=1 p=1 | size 8 | dp | prompt {i}"] for i in range(TINY.scale_prompts)]
+        per_step = math.exp(np.mean([math.log(s["tokens"] / s["steps"]) for s in steps]))
+        row = next(line for line in text.split(f"**{workload}, temperature 1**", 1)[1].splitlines()
+                   if line.startswith("| 8 |"))
+        assert row.startswith(f"| 8 | {per_step:.2f} [")
+
+
+def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monkeypatch):
+    out, _, _ = whole_run
+    lines = (out / bench.CELLS_FILE).read_text().splitlines()
+    keep = [line for line in lines if "| mt-bench | sampled |" not in line]  # as if stopped there
+    (tmp_path / bench.CELLS_FILE).write_text("\n".join(keep) + "\n")
+    decoded = []
+    real = harness.decode_prompt
+    monkeypatch.setattr(harness, "decode_prompt", lambda *a, **k: decoded.append(a[5]) or real(*a, **k))
+    target, draft, tokenizer = tiny_pair
+    bench.run_bench(target, draft, tokenizer, str(tmp_path), TINY, seed=3, names={"target": "tiny-t",
+                                                                                  "draft": "tiny-d"}, resume=True)
+    ours = len(experiments.wall_methods("sampled", TINY)) - 2  # the two HF methods do not decode through us
+    assert len(decoded) == ours * TINY.prompts
+    again = json.loads((tmp_path / "bench.json").read_text())
+    first = json.loads((out / "bench.json").read_text())
+    assert again["scalability"] == first["scalability"] and again["resumed"]
+    assert len(cells_of(tmp_path)) == len(cells_of(out))
+
+
+def test_a_failed_cell_says_so_and_the_run_goes_on(tiny_pair, tmp_path, monkeypatch):
+    def broken(size, k=2):
+        raise RuntimeError("boom\nsecond line")
+
+    def no_vector(*args, **kwargs):
         raise ValueError("no acceptance today")
 
-    monkeypatch.setattr(experiments, "measure_acceptance", broken)
-    config = dataclasses.replace(TINY, sizes=(2,), robust_temperatures=(1.0,), dp_sizes=(8,))
+    monkeypatch.setattr(experiments, "kary_parents", broken)  # every top-2 tree cell raises
+    monkeypatch.setattr(experiments, "measure_acceptance", no_vector)
+    config = dataclasses.replace(TINY, prompts=2, sizes=(4,))
     target, draft, tokenizer = tiny_pair
     report = bench.run_bench(target, draft, tokenizer, str(tmp_path), config)
     results = json.loads((tmp_path / "bench.json").read_text())
+    assert all(r["error"] == "failed: RuntimeError: boom" for r in results["scalability"] if r["family"] == "topk")
+    # Without a vector there is no DP tree and no optimizer's tree; every other method still ran.
     assert all("no acceptance today" in r["error"] for r in results["robustness"] + results["hardware"])
     assert all("no acceptance today" in r["error"] for r in results["scalability"] if r["family"] == "dp")
-    assert all("error" not in r for r in results["scalability"] if r["family"] != "dp")
-    # Without the greedy vector there is no optimizer's tree; the other wall-clock methods still ran.
-    assert [r["method"] for r in results["wall_clock"] if "error" in r] == ["Sequoia"]
-    assert "failed: ValueError: no acceptance today" in report.read_text()
+    assert all("error" not in r for r in results["scalability"] if r["family"] in ("kxd", "chain"))
+    failed = {r["method"] for r in results["wall_clock"] if "error" in r}
+    assert failed == {"Sequoia"} | {harness_name for harness_name in experiments.wall_methods("greedy", config)
+                                    if harness_name.startswith("DP size")}
+    text = report.read_text()
+    assert "failed: ValueError: no acceptance today" in text and "failed: RuntimeError: boom" in text
 
 
-def test_bench_command_bad_input_is_one_line():
+def test_bench_command_bad_input_is_one_line(pair, tmp_path):
     run = sequoia("bench", "--pair", "qwen2.5-coder", "--draft", "x")
-    assert run.returncode == 2
-    assert run.stderr.strip() == "error: --pair sets both models: give it alone, or --draft and --target"
+    assert_one_line_error(run, "--pair sets both models")
+    draft, target = pair
+    (tmp_path / bench.CELLS_FILE).write_text('{"run": {"seed": 99}}\n')
+    run = sequoia("bench", "--draft", draft, "--target", target, "--out-dir", tmp_path, "--resume", "--quick")
+    assert_one_line_error(run, "cells.jsonl", "not the cells of this run")

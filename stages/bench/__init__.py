@@ -1,8 +1,9 @@
-"""bench: the paper's claims measured on one model pair, every figure side by side, in one run.
+"""bench: the paper's claims measured on one model pair and two workloads (HumanEval, MT-Bench),
+every figure side by side in one run, with bootstrap intervals over the prompts.
 
-`harness` holds what a run shares and the timed cells, `experiments` the six experiments (which
-call the stages), `report` the markdown, JSON and plots. Every number comes from this run: a cell
-that raised says "failed: ..." in its place, a cell left out says "skipped: ..." and why.
+`harness` holds the cells, the interleaved blocks, the resumable store and the statistics,
+`experiments` the six experiments (which call the stages), `report` the markdown, JSON and plots.
+Every number comes from this run: a cell that raised says "failed: ..." in its place.
 """
 
 import time
@@ -12,51 +13,71 @@ from pathlib import Path
 from sequoia_cli.engine import context_length
 from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
-from stages.bench.experiments import (FAMILIES, PROMPT_SET, ROBUST_METHODS, WALL_METHODS, acceptance_vectors,
-                                      dp_timing, hardware, loop_overhead, plan_tree, robustness, scalability,
-                                      wall_clock)
-from stages.bench.harness import FULL, QUICK, Config, Run, machine
+from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
+                                      measure_profile, plan_trees, robustness, scalability, wall_clock, work_units)
+from stages.bench.harness import FULL, QUICK, Config, Run, Store, load_average, machine
 from stages.bench.report import write_report
 
-__all__ = ["FULL", "QUICK", "Config", "count_cells", "run_bench"]
+__all__ = ["FULL", "QUICK", "CELLS_FILE", "Config", "open_store", "total_work", "run_bench"]
+
+CELLS_FILE = "cells.jsonl"
 
 
-def count_cells(config: Config) -> int:
-    """Ticks a run makes, for a progress bar."""
-    return (len(config.temperatures) * (1 + len(config.sizes) * len(FAMILIES))
-            + len(config.robust_temperatures) * len(ROBUST_METHODS)
-            + 1 + 1 + config.prompts * len(WALL_METHODS)
-            + 1 + len(config.sweep_sizes) * len(config.sweep_depths)
-            + len(config.dp_sizes) + 1)
+def total_work(config: Config) -> int:
+    """The sum of the weights `run_bench` ticks, for a progress bar."""
+    return len(WORKLOADS) * work_units(config) + config.new_tokens + 1  # + the profile, the DP timing
+
+
+def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool) -> Store:
+    """`out_dir`/cells.jsonl for this run (mode, seed, models, dtype): with `resume`, the cells an
+    interrupted run of the same kind finished; else an empty file. A mismatch is bad input."""
+    return Store(Path(out_dir) / CELLS_FILE, {"config": asdict(config), "seed": seed, "models": names,
+                                              "dtype": dtype}, resume)
 
 
 def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, seed: int = 0,
-              names: dict | None = None, dtype: str | None = None, tick=None) -> Path:
-    """Run every experiment and write the report; returns report.md's path. `tick(label)` is
-    called after each of `count_cells(config)` cells."""
-    tick = tick or (lambda label: None)
-    started = time.perf_counter()
+              names: dict | None = None, dtype: str | None = None, resume: bool = False, tick=None,
+              store: Store | None = None) -> Path:
+    """Run every experiment on both workloads and write the report; returns report.md's path.
+    Each finished cell goes to `out_dir`/cells.jsonl as it ends; `resume` reuses the cells found
+    there (`store`: that file, opened already). `tick(label, weight)` is called after each cell;
+    the weights sum to `total_work(config)`."""
+    tick = tick or (lambda label, weight: None)
+    started, load_at_start = time.perf_counter(), load_average()
     dtype = dtype or str(target.dtype).removeprefix("torch.")
-    prompts = load_prompts(PROMPT_SET, max_prompts=config.prompts)
+    store = store or open_store(out_dir, config, seed, names or {}, dtype, resume)
+    facts = machine(target.device, dtype)  # now: the commit the run's code came from
     context = min(context_length(target), context_length(draft))
     stop = eos_ids(target, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop, default=0)
-    run = Run(target, draft, tokenizer, encode_prompts(tokenizer, prompts, context, True), stop, pad, seed)
-    facts = machine(target.device, dtype)  # now: the commit the run's code came from
+    runs = [Run(workload, target, draft, tokenizer,
+                encode_prompts(tokenizer, load_prompts(workload, max_prompts=config.prompts), context,
+                               setup["chat_template"]), stop, pad, seed)
+            for workload, setup in WORKLOADS.items()]
 
-    vectors = acceptance_vectors(run, tokenizer, config, tick)
-    results = {"scalability": scalability(run, config, vectors, tick),
-               "robustness": robustness(run, config, vectors, tick)}
-    plan = plan_tree(run, config, vectors, dtype, tick)
-    results["wall_clock"] = wall_clock(run, config, plan, tick)
-    results["hardware"] = hardware(run, config, vectors, plan, results["wall_clock"], tick)
-    results["dp"] = dp_timing(config, seed, tick)
-    results["overhead"] = loop_overhead(run, config, plan, tick)
+    profile = measure_profile(store, runs, config, dtype)
+    tick("profile", config.new_tokens)
+    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "hardware", "overhead")}
+    plans = {}
+    for run in runs:
+        vectors = acceptance_vectors(store, run, config, tick)
+        plans[run.workload] = plan_trees(store, run, vectors, profile)
+        results["vectors"] += [{"workload": run.workload, "setting": name, **vector} for name, vector in vectors.items()]
+        results["scalability"] += scalability(store, run, config, vectors, tick)
+        results["robustness"] += robustness(store, run, config, vectors, tick)
+        tables = wall_clock(store, run, config, plans[run.workload], vectors, tick)
+        results["wall_clock"] += [row for rows in tables.values() for row in rows]
+        results["hardware"] += [{"workload": run.workload, **row}
+                                for row in hardware(tables["greedy"], plans[run.workload]["greedy"], profile, vectors)]
+        results["overhead"] += loop_overhead(tables["greedy"])
+    results["dp"] = dp_timing(config, seed)
+    tick("DP timing", 1)
     results.update(
-        config=asdict(config), seed=seed, machine=facts, models=names or {},
-        prompts={"set": PROMPT_SET, "decode": list(range(config.prompts)),
-                 "acceptance": list(range(config.prompts, config.prompts + config.acceptance_prompts)),
-                 "decode_prompt_tokens": [len(ids) for ids in run.prompt_ids], "chat_template": True},
-        eos=sorted(stop), vectors=[{"temperature": t, **v} for t, v in vectors.items()],
-        plan=plan, seconds=time.perf_counter() - started)
+        config=asdict(config), seed=seed, machine=facts, models=names or {}, profile=profile, plans=plans,
+        prompts={run.workload: {"decode": list(range(config.prompts)),
+                                "acceptance": list(range(config.prompts, config.prompts + config.acceptance_prompts)),
+                                "decode_prompt_tokens": [len(ids) for ids in run.prompt_ids],
+                                "chat_template": WORKLOADS[run.workload]["chat_template"]} for run in runs},
+        eos=sorted(stop), load_average={"start": load_at_start, "end": load_average()},
+        seconds=time.perf_counter() - started, resumed=resume)
     return write_report(out_dir, results)

@@ -1,29 +1,35 @@
-"""The bench's six experiments, each a plain function that returns rows (a list of dicts):
-scalability (tokens per step against tree size, per tree family), robustness (against
-temperature, per verification method), wall clock (tokens/s against Hugging Face generate),
-hardware awareness (the optimizer's pick against fixed trees, predicted and measured), the DP's
-own run time, and the decode loop's overhead outside the model forwards. They call the stages
-(measure-acceptance, profile-hw, optimize, decode) as the Makefile chains them."""
+"""The bench's experiments on one workload (a prompt set), each a plain function that runs its
+interleaved blocks and returns rows (a list of dicts) with bootstrap intervals:
+1. scalability: tokens per step against tree size, per tree family;
+2. robustness: tokens per step against temperature at one DP tree, per verification method;
+3. wall clock: tokens/s against Hugging Face `generate`, greedy and sampled;
+4. hardware awareness: the optimizer's pick against a sweep of DP trees (measured in 3's greedy
+   blocks, beside the speedup the cost model predicts);
+5. the DP's own run time; 6. the decode loop's time outside the model forwards (from 3's runs).
+They call the stages (measure-acceptance, profile-hw, optimize, decode) as the Makefile chains them."""
 
 import time
+from functools import partial
 
 import numpy as np
 
 from sequoia_cli.artifacts import timings
 from sequoia_cli.cost import predicted_speedup
 from sequoia_cli.engine import Sampling, chain_parents, tree_layout
+from sequoia_cli.errors import one_line
 from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
-from stages.bench.harness import (Config, Run, attempt, decode_cell, decode_one, figures, first_difference,
-                                  forward_clock, hf_one, kary_parents, kxd_parents, kxd_shape, vector_of)
+from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
+                                  hf_one, kary_parents, kxd_parents, kxd_shape, per_prompt, run_block)
 from stages.measure_acceptance import measure_acceptance
 from stages.optimize import optimize
 from stages.profile_hw import profile_hw
 
-PROMPT_SET = "mt-bench"
-TOP_P = 1.0  # every sampled cell: temperature only, no nucleus cut
-ROBUST_VECTOR_TEMPERATURE = 0.6  # experiment 2's tree is the DP tree of this temperature's vector
-FAMILIES = {"dp": "Sequoia DP tree", "kxd": "SpecInfer k x d", "chain": "chain", "topk": "top-2 tree"}
+# HumanEval's prompts are code for the model to continue; MT-Bench's are questions to a chat model.
+WORKLOADS = {"humaneval": {"chat_template": False}, "mt-bench": {"chat_template": True}}
+SETTINGS = {"greedy": Sampling(), "sampled": Sampling(0.6, 0.9)}  # experiment 3's two settings
+ROBUST_TREE_SETTING = "sampled"  # experiment 2's tree: the DP tree of this setting's vector
+FAMILIES = {"dp": "Sequoia DP tree", "kxd": "SpecInfer k x d", "topk": "top-2 tree", "chain": "chain"}
 FAMILY_METHODS = {"dp": "sequoia", "kxd": "specinfer", "chain": "sequoia", "topk": "topk"}
 ROBUST_METHODS = {"sequoia": "Sequoia (without replacement)", "specinfer": "SpecInfer (with replacement)",
                   "topk": "top-k (draft's top-k)"}
@@ -31,212 +37,286 @@ WALL_METHODS = ("HF generate", "HF assisted", "autoregressive", "chain 4", "Spec
 WARMUP_TOKENS = 8
 
 
+def sampling_at(temperature: float, top_p: float = 1.0, method: str = "sequoia") -> Sampling:
+    return Sampling(temperature, top_p if temperature else 1.0, method)
 
-def sampling_at(temperature: float, method: str) -> Sampling:
-    return Sampling(temperature, TOP_P if temperature else 1.0, method)
+
+def setting_name(sampling: Sampling) -> str:
+    return "greedy" if sampling.greedy else f"t={sampling.temperature:g} p={sampling.top_p:g}"
 
 
-def acceptance_vectors(run: Run, tokenizer, config: Config, tick) -> dict:
-    """{temperature: sequoia-acceptance/1 fields} on the prompts right after the decode prompts."""
+def vector_settings(config: Config) -> dict[str, Sampling]:
+    """Every setting a vector is measured at: experiment 3's two, and experiment 1's temperatures."""
+    settings = {setting_name(s): s for s in SETTINGS.values()}
+    settings.update({setting_name(sampling_at(t)): sampling_at(t) for t in config.scale_temperatures})
+    return settings
+
+
+def sweep_name(size: int, depth: int) -> str:
+    return f"DP size {size}, depth <= {depth}"
+
+
+def wall_methods(setting: str, config: Config) -> list[str]:
+    return list(WALL_METHODS) + ([sweep_name(*point) for point in config.sweep] if setting == "greedy" else [])
+
+
+def scale_families(size: int, config: Config) -> list[str]:
+    return [f for f in FAMILIES if f != "chain" or size <= config.chain_max_size]
+
+
+def work_units(config: Config) -> int:
+    """The weight of every tick a workload makes (a cell's weight: the tokens it asks for), for the
+    progress bar's estimate of the time left."""
+    vectors = len(vector_settings(config)) * config.acceptance_prompts * config.continuation
+    scale = config.scale_prompts * config.scale_tokens * (
+        sum(len(scale_families(s, config)) for s in config.sizes) * len(config.scale_temperatures)
+        + len(ROBUST_METHODS) * len(config.robust_temperatures))
+    wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS)
+    return vectors + scale + wall + 2 * WARMUP_TOKENS
+
+
+def failing(reason: str):
+    """A cell for a tree that could not be built: every prompt says why."""
+    return lambda index: {"error": reason}
+
+
+def tree_or_reason(build) -> list[int] | str:
+    """`build()`'s tree, or the one line saying why it failed."""
+    try:
+        return build()
+    except Exception as error:  # a tree that cannot be built fails its cells, not the run
+        return f"failed: {one_line(error)}"
+
+
+def acceptance_vectors(store: Store, run: Run, config: Config, tick) -> dict[str, dict]:
+    """{setting: sequoia-acceptance/1 artifact, or {"error": ...}} on the prompts right after the
+    decoded ones."""
     first = config.prompts
-    records = [{"prompt": p} for p in load_prompts(PROMPT_SET, max_prompts=first + config.acceptance_prompts)[first:]]
+    records = [{"prompt": p} for p in load_prompts(run.workload, max_prompts=first + config.acceptance_prompts)[first:]]
     vectors = {}
-    for temperature in config.temperatures:
-        vectors[temperature] = attempt(lambda: measure_acceptance(
-            run.target, run.draft, tokenizer, records, sampling_at(temperature, "sequoia"), config.width,
-            config.continuation, run.seed))
-        tick(f"acceptance at temperature {temperature}")
+    for name, sampling in vector_settings(config).items():
+        vectors[name] = store.cell(f"acceptance | {run.workload} | {name}", lambda: measure_acceptance(
+            run.target, run.draft, run.tokenizer, records, sampling, config.width, config.continuation, run.seed,
+            chat_template=WORKLOADS[run.workload]["chat_template"]))
+        tick(f"{run.workload}: acceptance at {name}", config.acceptance_prompts * config.continuation)
     return vectors
 
 
-def scalability_cell(run: Run, config: Config, vectors: dict, family: str, size: int, temperature: float) -> dict:
-    extra = {}
-    if family == "dp":
-        parents, predicted = dp_tree(vector_of(vectors, temperature), size)
-        extra["predicted"] = predicted
-    elif family == "kxd":
-        k, d = kxd_shape(size)
-        parents, extra["shape"] = kxd_parents(k, d), f"{k}x{d}"
-    elif family == "chain":
-        if size > config.chain_max_size:
-            return {"skipped": f"skipped: a chain of {size - 1} tokens costs {size - 1} draft forwards per step"
-                               f" (run's limit: size {config.chain_max_size})"}
-        parents = chain_parents(size - 1)
-    else:
-        parents = kary_parents(size, 2)
-    return {**decode_cell(run, parents, sampling_at(temperature, FAMILY_METHODS[family]), config.new_tokens), **extra}
+def vector_of(vectors: dict, sampling: Sampling) -> list[float]:
+    name = setting_name(sampling)
+    vector = vectors.get(name)
+    if vector is None or "error" in vector:
+        raise RuntimeError(f"no acceptance vector at {name} ({vector['error'] if vector else 'not measured'})")
+    return vector["acceptance"]
 
 
-def scalability(run: Run, config: Config, vectors: dict, tick) -> list[dict]:
-    """Experiment 1: tokens per step against tree size, per family and temperature."""
+def measure_profile(store: Store, runs: list[Run], config: Config, dtype: str) -> dict:
+    """The profile of both models at the decode's typical KV cache (mean prompt + half the tokens)."""
+    def work():
+        prompts = [ids for run in runs for ids in run.prompt_ids]
+        context = int(sum(map(len, prompts)) / len(prompts) + config.new_tokens / 2)
+        target, draft = runs[0].target, runs[0].draft
+        return profile_hw({"target": ("target", target), "draft": ("draft", draft)}, dtype, config.profile_max,
+                          context, config.profile_repeats, 1, runs[0].seed)
+    return store.cell("profile", work)
+
+
+def plan_trees(store: Store, run: Run, vectors: dict, profile: dict) -> dict[str, dict]:
+    """{setting: optimize's tree artifact (or {"error": ...})} from the setting's vector and the profile."""
+    def plan(sampling):
+        if "error" in profile:
+            raise RuntimeError(f"no profile ({profile['error']})")
+        vector_of(vectors, sampling)
+        tree = optimize(vectors[setting_name(sampling)], profile)
+        return {"parents": tree["parents"], "plan": {k: v for k, v in tree["plan"].items() if k != "candidates"}}
+    return {setting: store.cell(f"plan | {run.workload} | {setting}", partial(plan, sampling))
+            for setting, sampling in SETTINGS.items()}
+
+
+def interval_row(results: list[dict], resamples: int, seed: int, base: list[dict] | None = None) -> dict:
+    """Summed figures and intervals of one method's per-prompt results (and, against `base`, the
+    speedup: geometric mean of per-prompt tokens/s ratios)."""
+    error = failure(results)
+    if error:
+        return {"error": error}
+    row = {"tokens": sum(r["tokens"] for r in results), "steps": sum(r["steps"] for r in results),
+           "seconds": sum(r["seconds"] for r in results),
+           "per_prompt": [{k: r[k] for k in ("tokens", "steps", "seconds")} for r in results]}
+    tokens_per_step = per_prompt(results, lambda r: r["tokens"] / r["steps"])
+    if tokens_per_step is None:
+        return {**row, "error": "failed: a prompt generated no tokens"}
+    row["tokens_per_step"] = geometric_interval(tokens_per_step, resamples, seed)
+    row["tokens_per_second"] = geometric_interval(per_prompt(results, lambda r: r["tokens"] / r["seconds"]),
+                                                  resamples, seed)
+    if base is not None:
+        speeds, base_speeds = per_prompt(results, lambda r: r["tokens"] / r["seconds"]), \
+            per_prompt(base, lambda r: r["tokens"] / r["seconds"])
+        if base_speeds is None:
+            row["speedup"] = {"error": failure(base) or "failed: the baseline generated no tokens"}
+        else:
+            row["speedup"] = geometric_interval([s / b for s, b in zip(speeds, base_speeds)], resamples, seed)
+    if "target_seconds" in results[0]:
+        row.update(target_seconds=sum(r["target_seconds"] for r in results),
+                   draft_seconds=sum(r["draft_seconds"] for r in results),
+                   draft_forwards=sum(r["draft_forwards"] for r in results))
+    return row
+
+
+def ratio_interval(results: list[dict], others: list[dict], resamples: int, seed: int) -> dict:
+    mine = per_prompt(results, lambda r: r["tokens"] / r["steps"])
+    theirs = per_prompt(others, lambda r: r["tokens"] / r["steps"])
+    if mine is None or theirs is None:
+        return {"error": failure(results) or failure(others) or "failed: a prompt generated no tokens"}
+    return geometric_interval([a / b for a, b in zip(mine, theirs)], resamples, seed)
+
+
+def scalability(store: Store, run: Run, config: Config, vectors: dict, tick) -> list[dict]:
+    """Experiment 1: tokens per step against tree size, per family, interleaved per prompt."""
     rows = []
-    for temperature in config.temperatures:
+    for temperature in config.scale_temperatures:
+        sampling = sampling_at(temperature)
         for size in config.sizes:
-            for family in FAMILIES:
-                row = {"temperature": temperature, "size": size, "family": family}
-                row.update(attempt(lambda: scalability_cell(run, config, vectors, family, size, temperature)))
-                rows.append(row)
-                tick(f"scalability t={temperature} {family} size {size}")
+            extra = {"dp": {}, "kxd": {"shape": "{}x{}".format(*kxd_shape(size))}}
+            builders = {"dp": lambda: dp_tree(vector_of(vectors, sampling), size)[0],
+                        "kxd": lambda: kxd_parents(*kxd_shape(size)), "topk": lambda: kary_parents(size, 2),
+                        "chain": lambda: chain_parents(size - 1)}
+            trees = {family: tree_or_reason(builders[family]) for family in scale_families(size, config)}
+            if isinstance(trees["dp"], list):
+                extra["dp"]["predicted"] = expected_tokens(trees["dp"], vector_of(vectors, sampling))
+            methods = {family: failing(tree) if isinstance(tree, str) else partial(
+                decode_one, run, parents=tree, sampling=sampling_at(temperature, 1.0, FAMILY_METHODS[family]),
+                new_tokens=config.scale_tokens) for family, tree in trees.items()}
+            block = f"scalability | {run.workload} | {setting_name(sampling)} | size {size}"
+            results = run_block(store, block, methods, config.scale_prompts, tick, config.scale_tokens)
+            for family, tree in trees.items():
+                row = {"workload": run.workload, "temperature": temperature, "size": size, "family": family,
+                       **extra.get(family, {})}
+                if not isinstance(tree, str):
+                    row.update(tree_size=len(tree), depth=tree_layout(tree).depth)
+                rows.append({**row, **interval_row(results[family], config.resamples, run.seed)})
+            rows[-len(trees)]["dp_over"] = {  # paired per prompt: the DP tree's tokens/step over each other's
+                family: ratio_interval(results["dp"], results[family], config.resamples, run.seed)
+                for family in trees if family != "dp"}
     return rows
 
 
-def robustness(run: Run, config: Config, vectors: dict, tick) -> list[dict]:
+def robustness(store: Store, run: Run, config: Config, vectors: dict, tick) -> list[dict]:
     """Experiment 2: tokens per step against temperature at one DP tree, per verification method."""
-    tree = attempt(lambda: dict(zip(("parents", "predicted"), dp_tree(
-        vector_of(vectors, ROBUST_VECTOR_TEMPERATURE), config.robust_size))))
+    tree = tree_or_reason(lambda: dp_tree(vector_of(vectors, SETTINGS[ROBUST_TREE_SETTING]), config.robust_size)[0])
     rows = []
     for temperature in config.robust_temperatures:
-        for method in ROBUST_METHODS:
-            row = {"temperature": temperature, "method": method}
-            if "error" in tree:
-                row["error"] = tree["error"]
+        methods = {method: failing(tree) if isinstance(tree, str) else partial(
+            decode_one, run, parents=tree, sampling=sampling_at(temperature, 1.0, method),
+            new_tokens=config.scale_tokens) for method in ROBUST_METHODS}
+        results = run_block(store, f"robustness | {run.workload} | t={temperature:g}", methods, config.scale_prompts,
+                            tick, config.scale_tokens)
+        rows += [{"workload": run.workload, "temperature": temperature, "method": method,
+                  **interval_row(results[method], config.resamples, run.seed)} for method in ROBUST_METHODS]
+    return rows
+
+
+def wall_trees(setting: str, plan: dict, config: Config, vectors: dict) -> dict:
+    """method name -> its tree (None for Hugging Face's, a reason where the tree could not be had)."""
+    trees = {"HF generate": None, "HF assisted": None, "autoregressive": [-1], "chain 4": chain_parents(4),
+             "SpecInfer 4x4": kxd_parents(4, 4), "Sequoia": plan.get("parents") or plan["error"]}
+    for size, depth in config.sweep if setting == "greedy" else ():
+        trees[sweep_name(size, depth)] = tree_or_reason(
+            lambda: dp_tree(vector_of(vectors, SETTINGS["greedy"]), size, depth)[0])
+    return trees
+
+
+def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dict, tick) -> dict[str, list[dict]]:
+    """Experiment 3 (and 4's sweep): each method on the same prompts, the methods of a prompt back
+    to back in rotated order, after one untimed warm-up. {setting: rows}."""
+    store.cell(f"warm-up | {run.workload}", lambda: {
+        "ours": decode_one(run, 0, kxd_parents(2, 2), SETTINGS["greedy"], WARMUP_TOKENS)["tokens"],
+        "hf": hf_one(run, 0, SETTINGS["greedy"], WARMUP_TOKENS, assisted=True)["tokens"]})
+    tick(f"{run.workload}: warm-up", 2 * WARMUP_TOKENS)
+    tables = {}
+    for setting, sampling in SETTINGS.items():
+        trees = wall_trees(setting, plans[setting], config, vectors)
+        methods = {}
+        for name, tree in trees.items():
+            if tree is None:
+                methods[name] = partial(hf_one, run, sampling=sampling, new_tokens=config.new_tokens,
+                                        assisted=name == "HF assisted")
+            elif isinstance(tree, str):
+                methods[name] = failing(tree)
             else:
-                row.update(attempt(lambda: decode_cell(run, tree["parents"], sampling_at(temperature, method),
-                                                       config.new_tokens)))
+                method = "specinfer" if name.startswith("SpecInfer") else "sequoia"
+                methods[name] = partial(decode_one, run, parents=tree, new_tokens=config.new_tokens,
+                                        sampling=Sampling(sampling.temperature, sampling.top_p, method))
+        results = run_block(store, f"wall clock | {run.workload} | {setting}", methods, config.prompts, tick,
+                            config.new_tokens)
+        rows = []
+        for name, tree in trees.items():
+            row = {"workload": run.workload, "setting": setting, "method": name}
+            if isinstance(tree, list):
+                row.update(tree_size=len(tree), depth=tree_layout(tree).depth, parents=tree)
+            row.update(interval_row(results[name], config.resamples, run.seed, base=results["HF generate"]))
+            if setting == "greedy" and "error" not in row and not failure(results["HF generate"]):
+                row["same_tokens"] = ("reference" if name == "HF generate" else first_difference(
+                    [r["output"] for r in results[name]], [r["output"] for r in results["HF generate"]]))
+            row["vs_autoregressive"] = vs_autoregressive(results[name], results["autoregressive"], config, run.seed)
             rows.append(row)
-            tick(f"robustness t={temperature} {method}")
-    return rows
+        tables[setting] = rows
+    return tables
 
 
-def plan_tree(run: Run, config: Config, vectors: dict, dtype: str, tick) -> dict:
-    """The profile measured here and the optimizer's tree from it and the greedy vector."""
-    def work():
-        mean_prompt = sum(map(len, run.prompt_ids)) / len(run.prompt_ids)
-        context = int(mean_prompt + config.timed_tokens / 2)  # the decode's typical KV cache
-        profile = profile_hw({"target": ("target", run.target), "draft": ("draft", run.draft)}, dtype,
-                             config.profile_max, context, config.profile_repeats, 1, run.seed)
-        vector_of(vectors, 0.0)  # raises if the greedy vector failed
-        tree = optimize(vectors[0.0], profile)
-        return {"profile": profile, "parents": tree["parents"], "plan": {k: v for k, v in tree["plan"].items()
-                                                                         if k != "candidates"}}
-    plan = attempt(work)
-    tick("profile and optimize")
-    return plan
+def vs_autoregressive(results: list[dict], base: list[dict], config: Config, seed: int) -> dict:
+    return interval_row(results, config.resamples, seed, base=base).get("speedup") or {"error": failure(results)}
 
 
-def wall_methods(plan: dict) -> dict:
-    """name -> (parents, method) for our engine; None for Hugging Face's."""
-    methods = {"HF generate": None, "HF assisted": None, "autoregressive": ([-1], "sequoia"),
-               "chain 4": (chain_parents(4), "sequoia"), "SpecInfer 4x4": (kxd_parents(4, 4), "specinfer")}
-    if "parents" in plan:
-        methods["Sequoia"] = (plan["parents"], "sequoia")
-    return methods
-
-
-def wall_clock(run: Run, config: Config, plan: dict, tick) -> list[dict]:
-    """Experiment 3: greedy tokens/s of each method on the same prompts, prompt by prompt in turn
-    (so that a drift of the machine touches every method alike), after one untimed warm-up."""
-    methods = wall_methods(plan)
-    warm = methods.get("Sequoia") or methods["autoregressive"]
-    attempt(lambda: decode_one(run, 0, warm[0], Sampling(), WARMUP_TOKENS))
-    tick("warm-up")
-    done = {name: [] for name in WALL_METHODS}
-    failed = {"Sequoia": plan["error"]} if "error" in plan else {}
-    for index in range(len(run.prompt_ids)):
-        for name in WALL_METHODS:
-            if name not in failed:
-                if methods[name] is None:
-                    result = attempt(lambda: hf_one(run, index, config.timed_tokens, name == "HF assisted"))
-                else:
-                    parents, method = methods[name]
-                    result = attempt(lambda: decode_one(run, index, parents, Sampling(0.0, 1.0, method),
-                                                        config.timed_tokens))
-                if "error" in result:
-                    failed[name] = result["error"]
-                done[name].append(result)
-            tick(f"wall clock: {name}, prompt {index}")
-    rows = []
-    for name in WALL_METHODS:
-        row = {"method": name}
-        if name in failed:
-            row["error"] = failed[name]
-        else:
-            runs = done[name]
-            row.update(figures([r["output"] for r in runs], sum(r["steps"] for r in runs),
-                               sum(r["seconds"] for r in runs)))
-            if methods[name] is not None:
-                layout = tree_layout(methods[name][0])
-                row.update(tree_size=layout.size, depth=layout.depth)
-        rows.append(row)
-    reference = next((r for r in rows if "outputs" in r and r["method"] in ("HF generate", "autoregressive")), None)
-    baseline = next((r for r in rows if r["method"] == "HF generate" and "tokens_per_second" in r), None)
+def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list[dict]:
+    """Experiment 4: the optimizer's pick and the sweep's DP trees from the greedy wall-clock
+    blocks: measured speedup over our autoregressive loop beside the cost model's prediction."""
+    out = []
     for row in rows:
-        if "outputs" in row and reference is not None:
-            row["same_tokens"] = "reference" if row is reference else first_difference(row["outputs"],
-                                                                                       reference["outputs"])
-        if baseline and row.get("tokens_per_second"):
-            row["vs_hf"] = row["tokens_per_second"] / baseline["tokens_per_second"]
-    return rows
+        if row["method"] != "Sequoia" and not row["method"].startswith("DP size"):
+            continue
+        entry = {"tree": "optimizer's pick" if row["method"] == "Sequoia" else row["method"]}
+        if "error" in row:
+            out.append({**entry, "error": row["error"]})
+            continue
+        acceptance = vector_of(vectors, SETTINGS["greedy"])
+        entry.update(tree_size=row["tree_size"], depth=row["depth"], tokens_per_step=row["tokens_per_step"],
+                     predicted_tokens=expected_tokens(row["parents"], acceptance), speedup=row["vs_autoregressive"])
+        if "error" not in profile:
+            entry["predicted_speedup"] = predicted_speedup(row["parents"], acceptance, timings(profile["target"]),
+                                                           timings(profile["draft"]))
+        out.append(entry)
+    measured = sorted((r for r in out if "value" in r.get("speedup", {})), key=lambda r: -r["speedup"]["value"])
+    for rank, entry in enumerate(measured, start=1):
+        entry["rank"] = rank
+    return out
 
 
-def hardware(run: Run, config: Config, vectors: dict, plan: dict, wall_rows: list[dict], tick) -> list[dict]:
-    """Experiment 4: measured speedup over our autoregressive loop of the optimizer's pick and of
-    fixed DP trees, each beside the speedup the cost model predicts from the profile."""
-    by_name = {r["method"]: r for r in wall_rows}
-    baseline = by_name["autoregressive"].get("tokens_per_second")
-    candidates = [("optimizer's pick", None, None)] + [
-        (f"DP size {s}, depth <= {d}", s, d) for s in config.sweep_sizes for d in config.sweep_depths]
-    rows = []
-    for label, size, depth in candidates:
-        def cell():
-            acceptance = vector_of(vectors, 0.0)
-            if "error" in plan:
-                raise RuntimeError(f"no profile or plan ({plan['error']})")
-            parents = plan["parents"] if size is None else dp_tree(acceptance, size, depth)[0]
-            if parents == plan["parents"]:  # the pick: its experiment-3 run
-                measured = by_name["Sequoia"]
-                if "error" in measured:
-                    raise RuntimeError(f"its wall-clock run {measured['error']}")
-            else:
-                measured = decode_cell(run, parents, Sampling(), config.timed_tokens)
-            if not baseline:
-                raise RuntimeError("no autoregressive baseline: " + by_name["autoregressive"].get("error", "?"))
-            return {"tree_size": len(parents), "depth": tree_layout(parents).depth,
-                    "predicted_tokens": expected_tokens(parents, acceptance),
-                    "tokens_per_step": measured["tokens_per_step"],
-                    "predicted_speedup": predicted_speedup(parents, acceptance, timings(plan["profile"]["target"]),
-                                                           timings(plan["profile"]["draft"])),
-                    "tokens_per_second": measured["tokens_per_second"],
-                    "speedup": measured["tokens_per_second"] / baseline}
-        rows.append({"tree": label, **attempt(cell)})
-        tick(f"hardware: {label}")
-    return rows
+def loop_overhead(rows: list[dict]) -> list[dict]:
+    """Experiment 6: the share of each of our greedy runs' wall time spent outside both models'
+    forwards (drafting bookkeeping, masks, verification, cache trimming), timed through hooks."""
+    out = []
+    for row in rows:
+        if "target_seconds" not in row or "error" in row:
+            continue
+        outside = row["seconds"] - row["target_seconds"] - row["draft_seconds"]
+        out.append({"workload": row["workload"], "method": row["method"], "tree_size": row["tree_size"],
+                    "wall_seconds": row["seconds"], "steps": row["steps"], "target_seconds": row["target_seconds"],
+                    "draft_seconds": row["draft_seconds"], "draft_forwards": row["draft_forwards"],
+                    "outside_seconds": outside, "outside_share": outside / row["seconds"],
+                    "outside_ms_per_step": 1000 * outside / row["steps"]})
+    return out
 
 
-def dp_timing(config: Config, seed: int, tick) -> list[dict]:
+def dp_timing(config: Config, seed: int) -> list[dict]:
     """Experiment 5: wall time of the DP (tree_table) and of rebuilding the tree (best_tree)."""
     generator = np.random.default_rng(seed)
     vector = sorted(generator.dirichlet(np.ones(config.dp_width + 1))[:config.dp_width], reverse=True)
     rows = []
     for size in config.dp_sizes:
-        def cell():
-            started = time.perf_counter()
-            table = tree_table(vector, size, config.dp_depth)
-            built = time.perf_counter()
-            best_tree(table, size, config.dp_depth)
-            return {"table_seconds": built - started, "tree_seconds": time.perf_counter() - built,
-                    "expected": float(table.expected[config.dp_depth, size])}
-        rows.append({"size": size, "depth": config.dp_depth, "width": config.dp_width, **attempt(cell)})
-        tick(f"DP size {size}")
+        started = time.perf_counter()
+        table = tree_table(vector, size, config.dp_depth)
+        built = time.perf_counter()
+        best_tree(table, size, config.dp_depth)
+        rows.append({"size": size, "depth": config.dp_depth, "width": config.dp_width, "table_seconds": built - started,
+                     "tree_seconds": time.perf_counter() - built, "expected": float(table.expected[config.dp_depth, size])})
     return rows
-
-
-def loop_overhead(run: Run, config: Config, plan: dict, tick) -> list[dict]:
-    """Experiment 6: the share of the Sequoia run's wall time spent outside the two models'
-    forwards (drafting bookkeeping, masks, verification, cache trimming), timed through hooks."""
-    def cell():
-        if "error" in plan:
-            raise RuntimeError(f"no Sequoia tree ({plan['error']})")
-        with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
-            runs = [decode_one(run, i, plan["parents"], Sampling(), config.timed_tokens)
-                    for i in range(len(run.prompt_ids))]
-        wall, steps = sum(r["seconds"] for r in runs), sum(r["steps"] for r in runs)
-        outside = wall - target["seconds"] - draft["seconds"]
-        return {"tree_size": len(plan["parents"]), "wall_seconds": wall, "steps": steps,
-                "target_seconds": target["seconds"], "target_forwards": target["calls"],
-                "draft_seconds": draft["seconds"], "draft_forwards": draft["calls"],
-                "outside_seconds": outside, "outside_share": outside / wall,
-                "outside_ms_per_step": 1000 * outside / steps}
-    row = {"method": "Sequoia", **attempt(cell)}
-    tick("loop overhead")
-    return [row]

@@ -1,61 +1,73 @@
-"""The bench's timing harness: what one run shares, the tree families it compares, and the cells
-that decode, time and count forwards (ours through the decode stage, Hugging Face's `generate`).
-A cell that raises is a result ("failed: ..."), not the end of the run."""
+"""The bench's timing harness: what a run measures (Config), what one workload shares (Run), the
+tree families it compares, the cells that decode and time one prompt (ours through the decode
+stage, Hugging Face's `generate`), the interleaved blocks they run in, the store that lets an
+interrupted run resume, and the bootstrap intervals. A cell that raises is a result
+("failed: ..."), not the end of the run."""
 
 import datetime
+import json
 import os
 import platform
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from sequoia_cli.engine import Sampling, sync, tree_layout
-from sequoia_cli.errors import one_line
+from sequoia_cli.errors import BadInput, one_line
 from stages.decode import decode_prompt
 from stages.profile_hw import machine_facts
 
 
 @dataclass(frozen=True)
 class Config:
-    """What one run measures and how many tokens each cell gets (per prompt)."""
+    """What one run measures, per workload. Experiments 3, 4 and 6 decode `prompts` prompts with
+    `new_tokens` each; experiments 1 and 2 (tokens per step only, no clock) the first
+    `scale_prompts` of them with `scale_tokens` each."""
 
     name: str
-    prompts: int  # decode prompts: mt-bench 0 .. prompts-1
-    acceptance_prompts: int  # the vectors are measured on the prompts right after those
+    prompts: int
+    new_tokens: int
+    scale_prompts: int
+    scale_tokens: int
+    acceptance_prompts: int  # the vectors are measured on the prompts right after the decoded ones
     continuation: int  # tokens of the target's own continuation per acceptance prompt
     width: int  # entries in each acceptance vector
-    new_tokens: int  # experiments 1-2 (tokens per step only)
-    timed_tokens: int  # experiments 3, 4, 6 (wall clock)
-    sizes: tuple = (2, 8, 32)
-    temperatures: tuple = (0.0, 0.6)  # experiment 1; 0 = greedy
-    robust_temperatures: tuple = (0.2, 1.0)
-    robust_size: int = 16
-    chain_max_size: int = 32  # longer chains cost one draft forward per token: skipped
-    sweep_sizes: tuple = (4, 16)
-    sweep_depths: tuple = (3, 6)
+    sizes: tuple  # experiment 1
+    scale_temperatures: tuple  # experiment 1; 0 = greedy
+    robust_temperatures: tuple  # experiment 2
+    robust_size: int
+    sweep: tuple  # experiment 4: (size, depth bound) of the DP trees beside the optimizer's pick
+    chain_max_size: int = 16  # a chain costs one draft forward per token: longer ones are left out
     profile_max: int = 64
     profile_repeats: int = 3
     dp_sizes: tuple = (64, 256, 1024)
     dp_depth: int = 32
     dp_width: int = 32
+    resamples: int = 2000  # bootstrap resamples per interval
 
 
-QUICK = Config("quick", prompts=1, acceptance_prompts=1, continuation=32, width=8, new_tokens=16, timed_tokens=24)
-FULL = Config("full", prompts=2, acceptance_prompts=2, continuation=64, width=16, new_tokens=20, timed_tokens=40,
-              sizes=(2, 4, 8, 16, 32, 64, 128), temperatures=(0.0, 0.6, 1.0),
-              robust_temperatures=(0.2, 0.6, 1.0, 1.2), sweep_sizes=(4, 16, 64), sweep_depths=(2, 4, 8),
-              profile_max=128, profile_repeats=5)
+# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6; experiments 1
+# and 2 count tokens per step only, on fewer tokens, where most of the budget of the full run goes to
+# sizes 64 and 128 at temperature 1.0.
+QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=8, acceptance_prompts=1,
+               continuation=16, width=8, sizes=(4, 32), scale_temperatures=(1.0,), robust_temperatures=(1.0,),
+               robust_size=16, sweep=(), chain_max_size=4, profile_max=32, profile_repeats=1, dp_sizes=(64, 256))
+FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=24, acceptance_prompts=4,
+              continuation=48, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
+              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((8, 4), (32, 4)), profile_max=128)
 
 
 @dataclass
 class Run:
-    """What every cell of one run shares: the models, the encoded prompts, the stop ids."""
+    """What every cell of one workload shares: the models, the encoded prompts, the stop ids."""
 
+    workload: str
     target: object
     draft: object
     tokenizer: object
@@ -63,7 +75,6 @@ class Run:
     eos: set[int]
     pad: int
     seed: int
-    memo: dict = field(default_factory=dict)  # one decode per (tree, sampling, tokens)
 
 
 # ---- tree families ---------------------------------------------------------------------------
@@ -101,19 +112,17 @@ def clock(device: torch.device) -> float:
 
 
 @contextmanager
-def forward_clock(model, timed: bool = True):
-    """Count (and time, with `timed`) the model's forwards through hooks; removed on exit."""
+def forward_clock(model):
+    """Count and time the model's forwards through hooks; removed on exit."""
     totals = {"calls": 0, "seconds": 0.0}
     started = []
 
     def before(module, args):
-        started.append(clock(model.device) if timed else 0.0)
+        started.append(clock(model.device))
 
     def after(module, args, output):
-        begun = started.pop()
         totals["calls"] += 1
-        if timed:
-            totals["seconds"] += clock(model.device) - begun
+        totals["seconds"] += clock(model.device) - started.pop()
 
     hooks = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
     try:
@@ -124,58 +133,129 @@ def forward_clock(model, timed: bool = True):
 
 
 def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int) -> dict:
-    """One prompt through the decode stage: output ids, steps (= target forwards) and wall seconds."""
-    record = decode_prompt(run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
-                           tree_layout(parents, run.target.device), sampling, new_tokens, run.seed)
-    return {"output": record["output_ids"], "steps": record["steps"], "seconds": record["seconds"]}
+    """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
+    the seconds spent inside each model's forwards."""
+    with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
+        record = decode_prompt(run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
+                               tree_layout(parents, run.target.device), sampling, new_tokens, run.seed)
+    return {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
+            "seconds": record["seconds"], "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
+            "draft_forwards": draft["calls"]}
 
 
-def figures(outputs: list[list[int]], steps: int, seconds: float) -> dict:
-    tokens = sum(len(o) for o in outputs)
-    return {"tokens": tokens, "steps": steps, "seconds": seconds,
-            "tokens_per_step": tokens / steps if steps else None,
-            "tokens_per_second": tokens / seconds if seconds else None, "outputs": outputs}
-
-
-def decode_cell(run: Run, parents: list[int], sampling: Sampling, new_tokens: int) -> dict:
-    """Every prompt through `generate` with one tree; decoded once per (tree, sampling, tokens)."""
-    key = (tuple(parents), sampling.temperature, sampling.top_p, "" if sampling.greedy else sampling.method,
-           new_tokens)
-    if key not in run.memo:
-        runs = [decode_one(run, i, parents, sampling, new_tokens) for i in range(len(run.prompt_ids))]
-        run.memo[key] = figures([r["output"] for r in runs], sum(r["steps"] for r in runs),
-                                sum(r["seconds"] for r in runs))
-    layout = tree_layout(parents)
-    return {"tree_size": layout.size, "depth": layout.depth, **run.memo[key]}
-
-
-def vector_of(vectors: dict, temperature: float) -> list[float]:
-    vector = vectors.get(temperature)
-    if vector is None or "error" in vector:
-        reason = vector["error"] if vector else "not measured"
-        raise RuntimeError(f"no acceptance vector at temperature {temperature} ({reason})")
-    return vector["acceptance"]
-
-
-def hf_one(run: Run, index: int, new_tokens: int, assisted: bool) -> dict:
-    """One prompt through Hugging Face `generate` (greedy), its target forwards counted."""
+def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: bool) -> dict:
+    """One prompt through Hugging Face `generate`, plain or with the draft as assistant (its default
+    schedule); sampled with the same temperature and top-p and no top-k cut, else greedy."""
     from transformers import GenerationConfig
     from transformers.utils import logging as hf_logging
 
     ids = torch.tensor([run.prompt_ids[index]], device=run.target.device)
-    settings = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, pad_token_id=run.pad,
-                                eos_token_id=sorted(run.eos) or None)
+    sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+    settings = GenerationConfig(max_new_tokens=new_tokens, pad_token_id=run.pad, eos_token_id=sorted(run.eos) or None,
+                                **({"do_sample": False} if sampling.greedy else sampled))
+    torch.manual_seed(run.seed * 100_003 + index)  # HF draws from the global stream
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # assisted generation warns about its own internal call
     try:
-        with torch.inference_mode(), forward_clock(run.target, timed=False) as forwards:
+        with torch.inference_mode(), forward_clock(run.target) as forwards:
             started = clock(run.target.device)
             out = run.target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=settings,
                                       assistant_model=run.draft if assisted else None)
             seconds = clock(run.target.device) - started
     finally:
         hf_logging.set_verbosity(verbosity)
-    return {"output": out[0, ids.shape[1]:].tolist(), "steps": forwards["calls"], "seconds": seconds}
+    output = out[0, ids.shape[1]:].tolist()
+    return {"output": output, "tokens": len(output), "steps": forwards["calls"], "seconds": seconds}
+
+
+# ---- interleaved blocks and the store that lets a run resume ---------------------------------
+
+def rotation(names: list[str], index: int) -> list[str]:
+    """The order of a block's methods on prompt `index`: shifted by one per prompt, so that each
+    method runs first, second, ... equally often and a drift of the machine falls on all alike."""
+    shift = index % len(names) if names else 0
+    return names[shift:] + names[:shift]
+
+
+class Store:
+    """Finished cells, one JSON line each in `path` after a first line naming the run (`identity`:
+    its mode, seed, models), written as each cell ends. `resume` keeps the cells of a file made by
+    the same run (those that failed are tried again); without it the file starts empty."""
+
+    def __init__(self, path: Path, identity: dict, resume: bool):
+        self.path, self.cells = path, {}
+        identity = json.loads(json.dumps(identity))  # tuples as lists, as read back
+        if resume and path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if not lines or parse(lines[0]) != {"run": identity}:
+                raise BadInput(f"{path}: not the cells of this run (its mode, seed or models differ); drop --resume"
+                               " or give another --out-dir")
+            for line in lines[1:]:
+                entry = parse(line)
+                if isinstance(entry, dict) and "key" in entry and "error" not in entry.get("result", {"error": 1}):
+                    self.cells[entry["key"]] = entry["result"]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(entry) + "\n" for entry in [{"run": identity}] + [
+                {"key": k, "result": r} for k, r in self.cells.items()]), encoding="utf-8")
+        except OSError as error:
+            raise BadInput(f"{path}: cannot write the run's cells ({one_line(error)})") from None
+
+    def cell(self, key: str, work: Callable[[], dict]) -> dict:
+        """The stored result of `key`, else `work()` run (through `attempt`) and stored."""
+        if key not in self.cells:
+            result = attempt(work)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({"key": key, "result": result}) + "\n")
+            self.cells[key] = result
+        return self.cells[key]
+
+
+def parse(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None  # the line being written when the run stopped
+
+
+def run_block(store: Store, block: str, methods: dict[str, Callable[[int], dict]], prompts: int,
+              tick: Callable[[str, int], None], weight: int) -> dict[str, list[dict]]:
+    """Every method on every prompt, prompt by prompt, the methods of one prompt back to back in
+    `rotation` order. {method: [result of prompt 0, 1, ...]}; `tick(label, weight)` after each."""
+    results = {name: [None] * prompts for name in methods}
+    for index in range(prompts):
+        for name in rotation(list(methods), index):
+            results[name][index] = store.cell(f"{block} | {name} | prompt {index}",
+                                              lambda: methods[name](index))
+            tick(f"{block}: {name}, prompt {index}", weight)
+    return results
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+def geometric_interval(values: list[float], resamples: int, seed: int) -> dict:
+    """The geometric mean of `values` with a 95% percentile-bootstrap interval (resampling the
+    values, i.e. the prompts). `wide` marks an interval reaching past +-5% of the value."""
+    logs = np.log(np.asarray(values, dtype=float))
+    value = float(np.exp(logs.mean()))
+    if len(logs) < 2:
+        return {"value": value, "low": None, "high": None, "n": len(logs), "wide": True}
+    picks = np.random.default_rng(seed).integers(0, len(logs), size=(resamples, len(logs)))
+    low, high = np.exp(np.percentile(logs[picks].mean(axis=1), [2.5, 97.5]))
+    return {"value": value, "low": float(low), "high": float(high), "n": len(logs),
+            "wide": bool(high > 1.05 * value or low < 0.95 * value)}
+
+
+def per_prompt(results: list[dict], key: Callable[[dict], float]) -> list[float] | None:
+    """`key` of each prompt's result; None if any prompt failed or has nothing to measure."""
+    if any(r is None or "error" in r or not r.get("tokens") or not r.get("steps") or not r.get("seconds")
+           for r in results):
+        return None
+    return [key(r) for r in results]
+
+
+def failure(results: list[dict]) -> str | None:
+    return next((r["error"] for r in results if r and "error" in r), None)
 
 
 def first_difference(outputs: list[list[int]], reference: list[list[int]]) -> str:
@@ -184,6 +264,13 @@ def first_difference(outputs: list[list[int]], reference: list[list[int]]) -> st
             at = next((i for i, (a, b) in enumerate(zip(out, ref)) if a != b), min(len(out), len(ref)))
             return f"no: prompt {index} differs at token {at}"
     return "yes"
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def machine(device: torch.device, dtype: str) -> dict:

@@ -1,28 +1,49 @@
 """The bench's report: report.md (every table from the run's rows, nothing entered by hand),
-bench.json (every row) and the two plots."""
+bench.json (every row) and the two plots. An interval is the 95% bootstrap interval over the
+prompts; one reaching past +-5% of its value is marked "wide"."""
 
 from pathlib import Path
 
-import numpy as np
-
 from sequoia_cli.artifacts import write_json, write_text
-from stages.bench.experiments import FAMILIES, ROBUST_METHODS, ROBUST_VECTOR_TEMPERATURE, TOP_P
+from stages.bench.experiments import FAMILIES, ROBUST_METHODS, ROBUST_TREE_SETTING, SETTINGS, WORKLOADS, setting_name
 
 
 def number(value, digits: int = 2, suffix: str = "") -> str:
     return "-" if value is None else f"{value:.{digits}f}{suffix}"
 
 
-def cell_text(row: dict, key: str, digits: int = 2, suffix: str = "") -> str:
-    """A figure, or the reason it is missing."""
-    for reason in ("error", "skipped"):
-        if reason in row:
-            return row[reason].replace("|", "/")
-    return number(row.get(key), digits, suffix)
+def reason(row: dict | None) -> str | None:
+    if row is None:
+        return "-"
+    return row["error"].replace("|", "/") if "error" in row else None
+
+
+def interval(row: dict | None, key: str, digits: int = 2, suffix: str = "") -> str:
+    """'1.45x [1.38, 1.52]' (', wide' past +-5%), or why the figure is missing."""
+    missing = reason(row)
+    if missing:
+        return missing
+    figure = row.get(key) or {}
+    if "error" in figure:
+        return figure["error"].replace("|", "/")
+    if figure.get("low") is None:
+        return number(figure.get("value"), digits, suffix) + " (one prompt)"
+    return (f"{figure['value']:.{digits}f}{suffix} [{figure['low']:.{digits}f}, {figure['high']:.{digits}f}]"
+            + (", wide" if figure["wide"] else ""))
+
+
+def value(row: dict | None, key: str):
+    figure = None if row is None or "error" in row else row.get(key)
+    return figure.get("value") if isinstance(figure, dict) else figure
+
+
+def plain(row: dict | None, key: str, digits: int | None = None) -> str:
+    figure = value(row, key)
+    return "-" if figure is None else f"{figure:.{digits}f}" if digits is not None else str(figure)
 
 
 def temperature_name(temperature: float) -> str:
-    return "greedy" if temperature == 0 else f"temperature {temperature}"
+    return "greedy" if temperature == 0 else f"temperature {temperature:g}"
 
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> str:
@@ -31,173 +52,169 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def ok(row: dict | None, key: str):
-    return None if row is None or "error" in row or "skipped" in row else row.get(key)
-
-
-def plain(row: dict | None, key: str) -> str:
-    value = ok(row, key)
-    return "-" if value is None else str(value)
-
-
 def scalability_section(rows: list[dict], config: dict) -> str:
     parts = []
-    for temperature in config["temperatures"]:
-        subset = [r for r in rows if r["temperature"] == temperature]
-        lines = []
-        for size in config["sizes"]:
-            cells = {r["family"]: r for r in subset if r["size"] == size}
-            dp, kxd = cells.get("dp", {}), cells.get("kxd", {})
-            shape = f"{kxd['shape']} ({kxd['tree_size']})" if ok(kxd, "shape") else "-"
-            lines.append([str(size), cell_text(dp, "tokens_per_step"), cell_text(dp, "predicted"),
-                          plain(dp, "depth"),
-                          cell_text(kxd, "tokens_per_step"), shape, cell_text(cells.get("chain", {}), "tokens_per_step"),
-                          cell_text(cells.get("topk", {}), "tokens_per_step")])
-        header = ["size", "DP tree", "DP predicted E", "DP depth", "SpecInfer k x d", "k x d (size)", "chain",
-                  "top-2 tree"]
-        parts.append(f"**{temperature_name(temperature)}**\n\n" + markdown_table(header, lines)
-                     + "\n\n" + scalability_finding(subset))
+    for workload in WORKLOADS:
+        for temperature in config["scale_temperatures"]:
+            subset = [r for r in rows if r["workload"] == workload and r["temperature"] == temperature]
+            lines = []
+            for size in config["sizes"]:
+                cells = {r["family"]: r for r in subset if r["size"] == size}
+                dp, kxd = cells.get("dp"), cells.get("kxd")
+                lines.append([str(size), interval(dp, "tokens_per_step"), plain(dp, "predicted", 2),
+                              plain(dp, "depth"), interval(kxd, "tokens_per_step"),
+                              f"{kxd['shape']} ({kxd['tree_size']})" if kxd and "shape" in kxd else "-",
+                              interval(cells.get("topk"), "tokens_per_step"),
+                              interval(cells.get("chain"), "tokens_per_step") if "chain" in cells else "left out",
+                              interval((dp or {}).get("dp_over"), "kxd"), interval((dp or {}).get("dp_over"), "topk")])
+            header = ["size", "DP tree", "DP predicted E", "DP depth", "SpecInfer k x d", "k x d (size)",
+                      "top-2 tree", "chain", "DP / SpecInfer (paired)", "DP / top-2 (paired)"]
+            parts.append(f"**{workload}, {temperature_name(temperature)}**\n\n" + markdown_table(header, lines)
+                         + "\n\n" + scalability_finding(subset))
     return "\n\n".join(parts)
 
 
 def scalability_finding(rows: list[dict]) -> str:
-    """One sentence from the numbers: the largest size with a measured DP tree, against the rest."""
-    sizes = sorted({r["size"] for r in rows if ok(r, "tokens_per_step") and r["family"] == "dp"})
-    if not sizes:
+    """From the numbers: at the largest size measured, the DP tree against the other families."""
+    measured = [r for r in rows if r["family"] == "dp" and value(r, "tokens_per_step")]
+    if not measured:
         return "No DP tree was measured at this setting."
-    size = sizes[-1]
-    cells = {r["family"]: r for r in rows if r["size"] == size}
-    others = [f"{ok(cells.get(f), 'tokens_per_step'):.2f} for the {FAMILIES[f]}" for f in ("chain", "kxd", "topk")
-              if ok(cells.get(f), "tokens_per_step") is not None]
-    dp = cells["dp"]
-    ratios = [r["tokens_per_step"] / r["predicted"] for r in rows if r["family"] == "dp" and ok(r, "tokens_per_step")]
-    return (f"At size {size} the DP tree accepts {dp['tokens_per_step']:.2f} tokens/step"
-            + (f" vs {', '.join(others)}" if others else "")
-            + f"; measured over predicted for the DP tree averages {np.mean(ratios):.2f} across sizes.")
+    dp = max(measured, key=lambda r: r["size"])
+    parts = []
+    for family, ratio in dp["dp_over"].items():
+        if value(ratio, "value") is None or ratio.get("low") is None:
+            continue
+        verdict = ("ahead" if ratio["low"] > 1 else "behind" if ratio["high"] < 1 else "not separable from it")
+        parts.append(f"{ratio['value']:.2f}x the {FAMILIES[family]} [{ratio['low']:.2f}, {ratio['high']:.2f}]: "
+                     f"{verdict}")
+    return (f"At size {dp['size']} the DP tree accepts {dp['tokens_per_step']['value']:.2f} tokens/step"
+            + (" (" + "; ".join(parts) + ")" if parts else "") + ".")
 
 
 def robustness_section(rows: list[dict], config: dict) -> str:
+    parts = []
+    for workload in WORKLOADS:
+        lines = []
+        for temperature in config["robust_temperatures"]:
+            cells = {r["method"]: r for r in rows if r["workload"] == workload and r["temperature"] == temperature}
+            lines.append([str(temperature)] + [interval(cells.get(m), "tokens_per_step") for m in ROBUST_METHODS])
+        parts.append(f"**{workload}**\n\n" + markdown_table(["temperature"] + list(ROBUST_METHODS.values()), lines))
+    return "\n\n".join(parts)
+
+
+def wall_section(rows: list[dict], workload: str, setting: str) -> str:
+    subset = [r for r in rows if r["workload"] == workload and r["setting"] == setting
+              and not r["method"].startswith("DP size")]
     lines = []
-    for temperature in config["robust_temperatures"]:
-        cells = {r["method"]: r for r in rows if r["temperature"] == temperature}
-        lines.append([str(temperature)] + [cell_text(cells.get(m, {}), "tokens_per_step") for m in ROBUST_METHODS])
-    table = markdown_table(["temperature"] + list(ROBUST_METHODS.values()), lines)
-    spans = []
-    for method, name in ROBUST_METHODS.items():
-        values = [(r["temperature"], r["tokens_per_step"]) for r in rows if r["method"] == method and ok(r, "tokens_per_step")]
-        if values:
-            spans.append(f"{name.split(' ')[0]} {min(v for _, v in values):.2f}-{max(v for _, v in values):.2f}")
-    wins = sum(1 for t in config["robust_temperatures"]
-               if (s := ok(next((r for r in rows if r["temperature"] == t and r["method"] == "sequoia"), None), "tokens_per_step"))
-               and all(s >= (ok(r, "tokens_per_step") or 0) for r in rows if r["temperature"] == t))
-    finding = (f"Tokens/step range over the temperatures: {'; '.join(spans)}. Sequoia's method accepts the most"
-               f" (or ties) at {wins} of {len(config['robust_temperatures'])} temperatures.") if spans else "No cell was measured."
-    return table + "\n\n" + finding
+    for r in subset:
+        size = f"{r['tree_size']} / {r['depth']}" if "tree_size" in r else "-"
+        line = [r["method"], size, plain(r, "tokens"), plain(r, "seconds", 1), interval(r, "tokens_per_second"),
+                interval(r, "speedup", 2, "x"), interval(r, "tokens_per_step")]
+        if setting == "greedy":
+            line.append(r.get("same_tokens", "-"))
+        lines.append(line)
+    header = ["method", "tree size / depth", "tokens", "seconds", "tokens/s", "speedup vs HF generate",
+              "tokens per target forward"] + (["same tokens as HF generate"] if setting == "greedy" else [])
+    by = {r["method"]: r for r in subset}
+    facts = [f"{m} {value(by[m], 'speedup'):.2f}x HF generate" for m in ("Sequoia", "HF assisted", "autoregressive")
+             if value(by.get(m), "speedup")]
+    return markdown_table(header, lines) + ("\n\n" + "; ".join(facts) + "." if facts else "")
 
 
-def wall_section(rows: list[dict]) -> str:
-    lines = []
-    for r in rows:
-        size = f"{r['tree_size']} / {r['depth']}" if ok(r, "tree_size") else "-"
-        lines.append([r["method"], size, plain(r, "tokens"), cell_text(r, "seconds"),
-                      cell_text(r, "tokens_per_second"), cell_text(r, "vs_hf", 2, "x"),
-                      cell_text(r, "tokens_per_step"), r.get("same_tokens", "-")])
-    table = markdown_table(["method", "tree size / depth", "tokens", "seconds", "tokens/s", "vs HF generate",
-                            "tokens per target forward", "same tokens as the reference"], lines)
-    by = {r["method"]: r for r in rows}
-    facts = [f"{m} runs at {ok(by[m], 'tokens_per_second'):.2f} tokens/s ({ok(by[m], 'vs_hf'):.2f}x HF generate)"
-             for m in ("Sequoia", "HF assisted", "autoregressive") if ok(by.get(m), "vs_hf")]
-    reference = next((r["method"] for r in rows if r.get("same_tokens") == "reference"), None)
-    checked = [r for r in rows if r.get("same_tokens") not in (None, "reference")]
-    differ = [f"{r['method']} ({r['same_tokens']})" for r in checked if r["same_tokens"] != "yes"]
-    agree = (f"tokens differ from {reference}'s: {', '.join(differ)}" if differ
-             else f"all {len(checked)} other methods produced exactly {reference}'s tokens" if checked
-             else "no two runs to compare tokens")
-    return table + "\n\n" + ("; ".join(facts) + "; " if facts else "") + agree + "."
-
-
-def hardware_section(rows: list[dict], plan: dict) -> str:
-    lines = [[r["tree"], plain(r, "tree_size"), plain(r, "depth"),
-              cell_text(r, "predicted_tokens"), cell_text(r, "tokens_per_step"), cell_text(r, "predicted_speedup", 2, "x"),
-              cell_text(r, "speedup", 2, "x"), cell_text(r, "tokens_per_second")] for r in rows]
+def hardware_section(rows: list[dict], workload: str) -> str:
+    subset = [r for r in rows if r["workload"] == workload]
+    lines = [[r["tree"], plain(r, "tree_size"), plain(r, "depth"), plain(r, "predicted_tokens", 2),
+              interval(r, "tokens_per_step"), number(None if "error" in r else r.get("predicted_speedup"), 2, "x"),
+              interval(r, "speedup", 2, "x"), plain(r, "rank")] for r in subset]
     table = markdown_table(["tree", "size", "depth", "predicted tokens/step", "measured tokens/step",
-                            "predicted speedup", "measured speedup", "tokens/s"], lines)
-    measured = [r for r in rows if ok(r, "speedup")]
-    if not measured:
-        return table + "\n\nNo tree was measured."
-    best = max(measured, key=lambda r: r["speedup"])
-    rank = sorted(measured, key=lambda r: -r["speedup"]).index(measured[0]) + 1 if rows[0] in measured else None
-    errors = [abs(r["speedup"] - r["predicted_speedup"]) / r["speedup"] for r in measured]
-    pick = (f"The optimizer's pick (size {rows[0]['tree_size']}, depth {rows[0]['depth']}) measured "
-            f"{rows[0]['speedup']:.2f}x (predicted {rows[0]['predicted_speedup']:.2f}x) and ranks {rank} of "
-            f"{len(measured)} by measured speedup; " if rank else "The optimizer's pick was not measured; ")
-    return (table + "\n\n" + pick + f"the fastest is {best['tree']} at {best['speedup']:.2f}x; predictions are off "
-            f"by {100 * np.mean(errors):.0f}% of the measured speedup on average.")
+                            "predicted speedup", "measured speedup", "rank"], lines)
+    ranked = sorted((r for r in subset if "rank" in r), key=lambda r: r["rank"])
+    pick = next((r for r in ranked if r["tree"] == "optimizer's pick"), None)
+    if not ranked or pick is None:
+        return table + "\n\nThe optimizer's pick was not measured."
+    best = ranked[0]
+    if len(ranked) == 1:
+        return (table + f"\n\nThe optimizer's pick (size {pick['tree_size']}, depth {pick['depth']}) measured"
+                f" {pick['speedup']['value']:.2f}x over autoregressive (predicted {number(pick.get('predicted_speedup'))}x);"
+                " no sweep ran in this mode.")
+    return (table + f"\n\nThe optimizer's pick (size {pick['tree_size']}, depth {pick['depth']}) measured"
+            f" {pick['speedup']['value']:.2f}x over autoregressive (predicted {number(pick.get('predicted_speedup'))}x)"
+            f" and ranks {pick['rank']} of {len(ranked)}; the sweep's best is {best['tree']} at"
+            f" {best['speedup']['value']:.2f}x, {100 * (best['speedup']['value'] / pick['speedup']['value'] - 1):.0f}%"
+            " above the pick.")
 
 
 def dp_section(rows: list[dict]) -> str:
-    lines = [[str(r["size"]), str(r["depth"]), str(r["width"]), cell_text(r, "table_seconds", 3),
-              cell_text(r, "tree_seconds", 4), cell_text(r, "expected", 3)] for r in rows]
-    table = markdown_table(["size", "depth", "width", "tree_table seconds", "best_tree seconds", "E of the tree"], lines)
-    done = [r for r in rows if ok(r, "table_seconds") is not None]
-    finding = (f"The DP for size {done[-1]['size']} (depth {done[-1]['depth']}, width {done[-1]['width']}) takes "
-               f"{done[-1]['table_seconds']:.2f} s, once per acceptance vector." if done else "No DP was timed.")
-    return table + "\n\n" + finding
+    lines = [[str(r["size"]), str(r["depth"]), str(r["width"]), number(r["table_seconds"], 3),
+              number(r["tree_seconds"], 4), number(r["expected"], 3)] for r in rows]
+    return markdown_table(["size", "depth", "width", "tree_table seconds", "best_tree seconds", "E of the tree"], lines)
 
 
 def overhead_section(rows: list[dict]) -> str:
-    r = rows[0]
-    lines = [[r["method"], plain(r, "tree_size"), cell_text(r, "wall_seconds"), cell_text(r, "target_seconds"),
-              plain(r, "target_forwards"), cell_text(r, "draft_seconds"), plain(r, "draft_forwards"),
-              cell_text(r, "outside_seconds"), cell_text(r, "outside_share", 3), cell_text(r, "outside_ms_per_step", 1)]]
-    table = markdown_table(["run", "tree size", "wall s", "target forward s", "target forwards", "draft forward s",
-                            "draft forwards", "outside forwards s", "share outside", "ms outside per step"], lines)
-    finding = (f"{100 * r['outside_share']:.1f}% of the Sequoia run's wall time ({r['outside_ms_per_step']:.1f} ms per "
-               f"step) is spent outside the model forwards." if ok(r, "outside_share") is not None else "Not measured.")
-    return table + "\n\n" + finding
+    lines = [[r["workload"], r["method"], str(r["tree_size"]), number(r["wall_seconds"], 1),
+              number(r["target_seconds"], 1), str(r["steps"]), number(r["draft_seconds"], 1), str(r["draft_forwards"]),
+              number(r["outside_seconds"], 1), number(r["outside_share"], 3), number(r["outside_ms_per_step"], 1)]
+             for r in rows]
+    return markdown_table(["workload", "run", "tree size", "wall s", "target forward s", "target forwards",
+                           "draft forward s", "draft forwards", "outside forwards s", "share outside",
+                           "ms outside per step"], lines)
 
 
 def setup_section(results: dict) -> str:
-    m, c, p = results["machine"], results["config"], results["prompts"]
-    models = results["models"]
+    m, c = results["machine"], results["config"]
+    models, load = results["models"], results["load_average"]
     lines = [
-        f"- run: `{c['name']}` mode, seed {results['seed']}, {results['seconds'] / 60:.1f} minutes",
+        f"- run: `{c['name']}` mode, seed {results['seed']}, {results['seconds'] / 60:.1f} minutes"
+        + (" (resumed: earlier cells reused)" if results["resumed"] else ""),
         f"- models: target `{models.get('target', '?')}`, draft `{models.get('draft', '?')}`",
         f"- machine: {m['cpu']} ({m['cores']} cores), {m.get('gpu', 'no GPU')}; device {m['device']}, dtype {m['dtype']},"
-        f" torch threads {m['threads']}",
+        f" torch threads {m['threads']}; load average (1, 5, 15 min) at start {load['start']}, at end {load['end']}",
         f"- versions: torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['platform']},"
         f" code {m['code'] or 'unknown'}; {m['date']}",
-        f"- prompts: built-in `{p['set']}` (first turn, chat template on); decoding on indices {p['decode']}"
-        f" ({', '.join(map(str, p['decode_prompt_tokens']))} prompt tokens), acceptance vectors measured on indices"
-        f" {p['acceptance']} ({c['continuation']} tokens of the target's own continuation each, width {c['width']})",
-        f"- tokens per prompt and cell: {c['new_tokens']} in experiments 1-2, {c['timed_tokens']} in 3, 4 and 6;"
-        f" generation stops at EOS ({results['eos']}) or there, the same for every method; sampled cells use top-p"
-        f" {TOP_P}; each prompt has its own random stream (seed, prompt index), the same for every method",
-        "- tokens per step = generated tokens / target forwards (each prompt's last step included, even when the"
-        " token budget cuts it short); cells with the same tree and sampling setting are decoded once",
+    ]
+    for workload, p in results["prompts"].items():
+        lines.append(f"- {workload}: built-in set, chat template {'on' if p['chat_template'] else 'off'}; decoded"
+                     f" prompts {p['decode']} ({', '.join(map(str, p['decode_prompt_tokens']))} prompt tokens),"
+                     f" acceptance vectors on prompts {p['acceptance']}")
+    lines += [
+        f"- tokens per prompt: {c['new_tokens']} in experiments 3, 4 and 6 ({c['prompts']} prompts per workload),"
+        f" {c['scale_tokens']} in 1 and 2 (the first {c['scale_prompts']}); generation stops at EOS"
+        f" ({results['eos']}) or there, the same for every method; each prompt has its own random stream"
+        " (seed, prompt index), the same for every method",
+        f"- acceptance vectors: {c['continuation']} tokens of the target's own continuation per prompt, width {c['width']}",
+        "- every block runs its methods on one prompt back to back, in an order rotated by one per prompt;"
+        f" intervals: 95% percentile bootstrap over the prompts ({c['resamples']} resamples)",
     ]
     for vector in results["vectors"]:
         shown = ", ".join(f"{a:.3f}" for a in vector.get("acceptance", [])[:6])
-        state = vector.get("error") or f"[{shown}, ...], none accepted {vector['rejected_all']:.3f}, {vector['samples']} positions"
-        lines.append(f"- acceptance at {temperature_name(vector['temperature'])}: {state}")
-    plan = results["plan"]
-    if "profile" in plan:
-        for role in ("target", "draft"):
-            ms = plan["profile"][role]["ms"]
-            lines.append(f"- profile ({role}, KV cache of {plan['profile']['context_length']} tokens, median of"
-                         f" {plan['profile']['repeats']}): " + ", ".join(f"{n}: {t:.1f}" for n, t in ms.items()) + " ms")
-        lines.append(f"- optimizer's pick from the greedy vector and this profile: size {plan['plan']['size']}, depth"
-                     f" {plan['plan']['depth']}, predicted {plan['plan']['speedup']:.2f}x over autoregressive")
+        state = vector.get("error") or (f"[{shown}, ...], none accepted {vector['rejected_all']:.3f},"
+                                        f" {vector['samples']} positions")
+        lines.append(f"- acceptance, {vector['workload']} at {vector['setting']}: {state}")
+    profile = results["profile"]
+    if "error" in profile:
+        lines.append(f"- profile: {profile['error']}")
     else:
-        lines.append(f"- profile and optimizer: {plan['error']}")
+        for role in ("target", "draft"):
+            lines.append(f"- profile ({role}, KV cache of {profile['context_length']} tokens, median of"
+                         f" {profile['repeats']}): " + ", ".join(f"{n}: {t:.1f}" for n, t in profile[role]["ms"].items())
+                         + " ms")
+    for workload, plans in results["plans"].items():
+        for setting, plan in plans.items():
+            lines.append(f"- optimizer's tree, {workload} {setting}: " + (plan["error"] if "error" in plan else
+                         f"size {plan['plan']['size']}, depth {plan['plan']['depth']}, predicted"
+                         f" {plan['plan']['speedup']:.2f}x over autoregressive"))
     return "\n".join(lines)
 
 
-def legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no cell measured", ha="center", transform=ax.transAxes)
+def error_bars(points: list[tuple]) -> tuple:
+    xs, ys, lows, highs = zip(*points)
+    return xs, ys, [[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]]
+
+
+def measured_points(rows: list[dict], x: str) -> list[tuple]:
+    return sorted((r[x], r["tokens_per_step"]["value"], r["tokens_per_step"]["low"] or r["tokens_per_step"]["value"],
+                   r["tokens_per_step"]["high"] or r["tokens_per_step"]["value"])
+                  for r in rows if value(r, "tokens_per_step"))
 
 
 def plot_scalability(rows: list[dict], config: dict, path: Path) -> None:
@@ -206,22 +223,19 @@ def plot_scalability(rows: list[dict], config: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    temperatures = config["temperatures"]
-    figure, axes = plt.subplots(1, len(temperatures), figsize=(5 * len(temperatures), 4), squeeze=False)
-    for ax, temperature in zip(axes[0], temperatures):
+    panels = [(w, t) for w in WORKLOADS for t in config["scale_temperatures"]]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (workload, temperature) in zip(axes[0], panels):
         for family, name in FAMILIES.items():
-            points = sorted((r["tree_size"], r["tokens_per_step"]) for r in rows if r["temperature"] == temperature
-                            and r["family"] == family and ok(r, "tokens_per_step"))
+            subset = [r for r in rows if r["workload"] == workload and r["temperature"] == temperature
+                      and r["family"] == family]
+            points = measured_points(subset, "size")
             if points:
-                line, = ax.plot(*zip(*points), marker="o", label=name)
-                if family == "dp":
-                    predicted = sorted((r["tree_size"], r["predicted"]) for r in rows if r["temperature"] == temperature
-                                       and r["family"] == "dp" and ok(r, "predicted"))
-                    ax.plot(*zip(*predicted), linestyle="--", color=line.get_color(), label="DP predicted E")
+                ax.errorbar(*error_bars(points)[:2], yerr=error_bars(points)[2], marker="o", capsize=3, label=name)
         ax.set_xscale("log", base=2)
         ax.set_xticks(config["sizes"], [str(size) for size in config["sizes"]])
         ax.minorticks_off()
-        ax.set_title(temperature_name(temperature))
+        ax.set_title(f"{workload}, {temperature_name(temperature)}")
         ax.set_xlabel("tree size (nodes)")
         ax.set_ylabel("tokens per step")
         ax.grid(alpha=0.3)
@@ -237,20 +251,28 @@ def plot_robustness(rows: list[dict], size: int, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, ax = plt.subplots(figsize=(5.5, 4))
-    for method, name in ROBUST_METHODS.items():
-        points = sorted((r["temperature"], r["tokens_per_step"]) for r in rows
-                        if r["method"] == method and ok(r, "tokens_per_step"))
-        if points:
-            ax.plot(*zip(*points), marker="o", label=name)
-    ax.set_xlabel("temperature")
-    ax.set_ylabel("tokens per step")
-    ax.set_title(f"DP tree of size {size}, three verification methods")
-    ax.grid(alpha=0.3)
-    legend(ax)
+    figure, axes = plt.subplots(1, len(WORKLOADS), figsize=(5 * len(WORKLOADS), 4), squeeze=False)
+    for ax, workload in zip(axes[0], WORKLOADS):
+        for method, name in ROBUST_METHODS.items():
+            points = measured_points([r for r in rows if r["workload"] == workload and r["method"] == method],
+                                     "temperature")
+            if points:
+                ax.errorbar(*error_bars(points)[:2], yerr=error_bars(points)[2], marker="o", capsize=3, label=name)
+        ax.set_xlabel("temperature")
+        ax.set_ylabel("tokens per step")
+        ax.set_title(f"{workload}: DP tree of size {size}")
+        ax.grid(alpha=0.3)
+        legend(ax)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no cell measured", ha="center", transform=ax.transAxes)
 
 
 def write_report(out_dir: str, results: dict) -> Path:
@@ -259,33 +281,38 @@ def write_report(out_dir: str, results: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = results["config"]
     plot_scalability(results["scalability"], config, folder / "scalability.png")
-    robust_size = config["robust_size"]
-    plot_robustness(results["robustness"], robust_size, folder / "robustness.png")
+    plot_robustness(results["robustness"], config["robust_size"], folder / "robustness.png")
+    sampled = setting_name(SETTINGS["sampled"])
+    wall = [f"### {workload}, {setting if setting == 'greedy' else sampled}\n\n"
+            + wall_section(results["wall_clock"], workload, setting) for workload in WORKLOADS for setting in SETTINGS]
     sections = [
         "# sequoia bench\n\n" + setup_section(results),
         "## 1. Scalability: tokens per step against tree size\n\n"
-        "Real decodes through `generate`. DP tree: the best tree of each size (no depth bound) for the acceptance"
-        " vector of that setting, method sequoia, with its predicted E beside it. SpecInfer k x d: k independent"
-        " chains of depth d from the root (k = 2 up to size 16, 4 up to 64, 8 beyond; the size column of the"
-        " k x d cell is its actual size, k*d + 1), method specinfer. Chain: size - 1 tokens, method sequoia."
-        " Top-2 tree: every node has 2 children, filled breadth first, method topk.\n\n"
+        "Real decodes through `generate`, no clock. DP tree: the best tree of each size (no depth bound) for"
+        " the setting's acceptance vector, method sequoia, with its predicted E. SpecInfer k x d: k independent"
+        " chains of depth d from the root (k = 2 up to size 16, 4 up to 64, 8 beyond; its actual size is"
+        " k*d + 1), method specinfer. Top-2 tree: every node has 2 children, filled breadth first, method topk."
+        " Chain: size - 1 tokens, method sequoia (left out past size"
+        f" {config['chain_max_size']}: one draft forward per token). The paired columns are the geometric mean over"
+        " prompts of the DP tree's tokens/step over the other tree's on the same prompt.\n\n"
         "![scalability](scalability.png)\n\n" + scalability_section(results["scalability"], config),
-        f"## 2. Robustness: tokens per step against temperature\n\nOne tree for every cell: the DP tree of size"
-        f" {robust_size} from the temperature-{ROBUST_VECTOR_TEMPERATURE} vector; the method sets how children are"
-        " drawn and verified.\n\n![robustness](robustness.png)\n\n"
+        f"## 2. Robustness: tokens per step against temperature\n\nOne tree per workload: the DP tree of size"
+        f" {config['robust_size']} from the {ROBUST_TREE_SETTING} vector; the method sets how children are drawn"
+        " and verified (top-p 1).\n\n![robustness](robustness.png)\n\n"
         + robustness_section(results["robustness"], config),
-        "## 3. Wall clock, greedy\n\nSame prompts and token budget for every method, run prompt by prompt in turn"
-        " after one untimed warm-up. HF: `target.generate(do_sample=False)`, and with `assistant_model=draft` at"
-        " its default schedule. Ours: autoregressive (size 1), a chain of 4, a SpecInfer 4x4 tree, and Sequoia's"
-        " tree from `optimize`. Seconds include the prompt's prefill.\n\n" + wall_section(results["wall_clock"]),
-        "## 4. Hardware awareness, greedy\n\nMeasured speedup = tokens/s over our autoregressive run of"
-        " experiment 3; predicted = the optimizer's cost model with this run's profile. The pick's figures are its"
-        " experiment-3 run.\n\n" + hardware_section(results["hardware"], results["plan"]),
+        "## 3. Wall clock\n\nHF: `target.generate` (greedy, or `do_sample` with the same temperature and top-p and"
+        " no top-k cut), and with `assistant_model=draft` at its default schedule. Ours: autoregressive (size 1),"
+        " a chain of 4, a SpecInfer 4x4 tree, and Sequoia with `optimize`'s tree for the setting's vector."
+        " Speedup: the geometric mean over prompts of the method's tokens/s over HF generate's on the same"
+        " prompt. Seconds include the prompt's prefill.\n\n" + "\n\n".join(wall),
+        "## 4. Hardware awareness, greedy\n\nThe optimizer's pick and a sweep of DP trees (size, depth bound),"
+        " measured in experiment 3's greedy blocks. Measured speedup: over our autoregressive run on the same"
+        " prompts (geometric mean of per-prompt ratios); predicted: the optimizer's cost model with this run's"
+        " profile.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
         "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
         + dp_section(results["dp"]),
-        "## 6. Loop overhead\n\nA separate greedy run of experiment 3's Sequoia tree with forward hooks on both"
-        " models (the engine is untouched); outside = wall time minus the time inside both models' forwards.\n\n"
-        + overhead_section(results["overhead"]),
+        "## 6. Loop overhead\n\nExperiment 3's greedy runs of our engine, timed with forward hooks on both models;"
+        " outside = wall time minus the time inside both models' forwards.\n\n" + overhead_section(results["overhead"]),
     ]
     write_json(str(folder / "bench.json"), results)
     report = folder / "report.md"
