@@ -133,6 +133,23 @@ def plan_trees(store: Store, run: Run, vectors: dict, profile: dict) -> dict[str
             for setting, sampling in SETTINGS.items()}
 
 
+def speed(result: dict) -> float:
+    return result["tokens"] / result["seconds"]
+
+
+def tokens_per_step(result: dict) -> float:
+    return result["tokens"] / result["steps"]
+
+
+def paired_interval(results: list[dict], base: list[dict], figure, resamples: int, seed: int) -> dict:
+    """The geometric mean over prompts of `figure` of each result over `figure` of the base's
+    result on the same prompt, with its interval."""
+    mine, theirs = per_prompt(results, figure), per_prompt(base, figure)
+    if mine is None or theirs is None:
+        return {"error": failure(results) or failure(base) or "failed: a prompt generated no tokens"}
+    return geometric_interval([a / b for a, b in zip(mine, theirs)], resamples, seed)
+
+
 def interval_row(results: list[dict], resamples: int, seed: int, base: list[dict] | None = None) -> dict:
     """Summed figures and intervals of one method's per-prompt results (and, against `base`, the
     speedup: geometric mean of per-prompt tokens/s ratios)."""
@@ -142,32 +159,18 @@ def interval_row(results: list[dict], resamples: int, seed: int, base: list[dict
     row = {"tokens": sum(r["tokens"] for r in results), "steps": sum(r["steps"] for r in results),
            "seconds": sum(r["seconds"] for r in results),
            "per_prompt": [{k: r[k] for k in ("tokens", "steps", "seconds")} for r in results]}
-    tokens_per_step = per_prompt(results, lambda r: r["tokens"] / r["steps"])
-    if tokens_per_step is None:
+    steps = per_prompt(results, tokens_per_step)
+    if steps is None:
         return {**row, "error": "failed: a prompt generated no tokens"}
-    row["tokens_per_step"] = geometric_interval(tokens_per_step, resamples, seed)
-    row["tokens_per_second"] = geometric_interval(per_prompt(results, lambda r: r["tokens"] / r["seconds"]),
-                                                  resamples, seed)
+    row["tokens_per_step"] = geometric_interval(steps, resamples, seed)
+    row["tokens_per_second"] = geometric_interval(per_prompt(results, speed), resamples, seed)
     if base is not None:
-        speeds, base_speeds = per_prompt(results, lambda r: r["tokens"] / r["seconds"]), \
-            per_prompt(base, lambda r: r["tokens"] / r["seconds"])
-        if base_speeds is None:
-            row["speedup"] = {"error": failure(base) or "failed: the baseline generated no tokens"}
-        else:
-            row["speedup"] = geometric_interval([s / b for s, b in zip(speeds, base_speeds)], resamples, seed)
+        row["speedup"] = paired_interval(results, base, speed, resamples, seed)
     if "target_seconds" in results[0]:
         row.update(target_seconds=sum(r["target_seconds"] for r in results),
                    draft_seconds=sum(r["draft_seconds"] for r in results),
                    draft_forwards=sum(r["draft_forwards"] for r in results))
     return row
-
-
-def ratio_interval(results: list[dict], others: list[dict], resamples: int, seed: int) -> dict:
-    mine = per_prompt(results, lambda r: r["tokens"] / r["steps"])
-    theirs = per_prompt(others, lambda r: r["tokens"] / r["steps"])
-    if mine is None or theirs is None:
-        return {"error": failure(results) or failure(others) or "failed: a prompt generated no tokens"}
-    return geometric_interval([a / b for a, b in zip(mine, theirs)], resamples, seed)
 
 
 def scalability(store: Store, run: Run, config: Config, vectors: dict, tick) -> list[dict]:
@@ -195,7 +198,7 @@ def scalability(store: Store, run: Run, config: Config, vectors: dict, tick) -> 
                     row.update(tree_size=len(tree), depth=tree_layout(tree).depth)
                 rows.append({**row, **interval_row(results[family], config.resamples, run.seed)})
             rows[-len(trees)]["dp_over"] = {  # paired per prompt: the DP tree's tokens/step over each other's
-                family: ratio_interval(results["dp"], results[family], config.resamples, run.seed)
+                family: paired_interval(results["dp"], results[family], tokens_per_step, config.resamples, run.seed)
                 for family in trees if family != "dp"}
     return rows
 
@@ -257,14 +260,11 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dic
             if setting == "greedy" and "error" not in row and not failure(results["HF generate"]):
                 row["same_tokens"] = ("reference" if name == "HF generate" else first_difference(
                     [r["output"] for r in results[name]], [r["output"] for r in results["HF generate"]]))
-            row["vs_autoregressive"] = vs_autoregressive(results[name], results["autoregressive"], config, run.seed)
+            row["vs_autoregressive"] = paired_interval(results[name], results["autoregressive"], speed,
+                                                       config.resamples, run.seed)
             rows.append(row)
         tables[setting] = rows
     return tables
-
-
-def vs_autoregressive(results: list[dict], base: list[dict], config: Config, seed: int) -> dict:
-    return interval_row(results, config.resamples, seed, base=base).get("speedup") or {"error": failure(results)}
 
 
 def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list[dict]:
