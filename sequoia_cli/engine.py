@@ -79,6 +79,9 @@ class Sampling:
 class Result:
     output_ids: list[int]
     accepted: list[int] = field(default_factory=list)  # tokens added per step
+    # Per step, when asked: the tokens the step adds on average over verification's coin flips,
+    # given the tree drafted (see `expected_tokens`).
+    expected: list[float] = field(default_factory=list)
     seconds: float = 0.0
     draft_forwards: int = 0
     stopped_by: str = ""  # eos | max_new_tokens | context
@@ -211,6 +214,31 @@ def _verify(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, 
         path.append(node)
 
 
+def expected_tokens(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, alive: torch.Tensor,
+                    layout: Layout, sampling: Sampling) -> float:
+    """The tokens a step adds on average over verification's random draws, given the drafted tree:
+    1 + the sum over nodes of the probability that the walk accepts them. Its mean over steps is the
+    mean of `accepted`, with the variance of the coin flips removed (a tree's size is measured in far
+    fewer steps). A child is reached when every earlier sibling was rejected, whatever the draws,
+    so each node's probability follows from the acceptance probabilities `verify_node` reports."""
+    if sampling.greedy:  # nothing is random: the walk itself
+        return len(_verify(target_logits, tokens, proposals, alive, layout, sampling, None)[0]) + 1.0
+    token_list, alive_list = tokens.tolist(), alive.tolist()
+    reached = [1.0] + [0.0] * (layout.size - 1)
+    for node in range(layout.size):  # level order: a parent before its children
+        kids = [k for k in layout.children[node] if alive_list[k]]
+        if not kids or reached[node] == 0.0:
+            continue
+        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
+        # Uniforms above 1 reject every child, so every child's acceptance probability is reported.
+        tried = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, [2.0] * len(kids))[2]
+        rejected_before = reached[node]
+        for kid, accept in zip(kids, tried):
+            reached[kid] = rejected_before * accept
+            rejected_before *= 1.0 - accept
+    return sum(reached)
+
+
 def check_tree_attention(model, name: str) -> None:
     """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
     Probe: a root with two children; the second child must not see the first."""
@@ -237,9 +265,10 @@ def context_length(model) -> int:
 
 def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sampling, max_new_tokens: int,
              eos_ids: set[int], generator: torch.Generator,
-             on_tokens: Callable[[list[int]], None] | None = None) -> Result:
+             on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False) -> Result:
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
-    follows the target's own distribution (token for token in greedy mode)."""
+    follows the target's own distribution (token for token in greedy mode). `expected` also
+    records each step's `expected_tokens` (for measuring a tree, it costs time)."""
     device = target.device
     vocab = target.get_output_embeddings().weight.shape[0]
     context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
@@ -273,6 +302,8 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             attend[n_chunk:, :n_chunk] = True
             attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
             logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend, last=step_layout.size)
+            if expected:
+                result.expected.append(expected_tokens(logits, tree, proposals, alive, step_layout, sampling))
             path, bonus = _verify(logits, tree, proposals, alive, step_layout, sampling, generator)
 
             keep(target_cache, root + 1, [node - 1 for node in path])

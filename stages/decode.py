@@ -36,18 +36,21 @@ def verification(method: str) -> str:
 
 def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
                   sampling: Sampling, max_new_tokens: int, seed: int,
-                  on_tokens: Callable[[list[int]], None] | None = None) -> dict:
+                  on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False) -> dict:
     """One prompt's generation record (SPEC's generations format); `index` is its place in the
-    run, which picks its random stream."""
+    run, which picks its random stream. `expected` adds each step's expected tokens."""
     generator = prompt_generator(seed, index, target.device)
     result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
-                      eos_ids(target, tokenizer), generator, on_tokens)
-    return {
+                      eos_ids(target, tokenizer), generator, on_tokens, expected)
+    record = {
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
         "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
         "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
     }
+    if expected:
+        record["expected"] = result.expected
+    return record
 
 
 def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[list[int]], layout: Layout,

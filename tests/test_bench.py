@@ -16,8 +16,8 @@ from stages.bench import experiments, harness
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
-TINY = dataclasses.replace(bench.QUICK, name="tiny", prompts=3, new_tokens=8, scale_prompts=2, scale_tokens=8,
-                           acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8), robust_temperatures=(0.6,),
+TINY = dataclasses.replace(bench.QUICK, name="tiny", prompts=3, new_tokens=8, scale_prompts=2, scale_tokens=(8, 8),
+                           robust_tokens=8, acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8), robust_temperatures=(0.6,),
                            sweep=((4, 1), (4, 3)), profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
 
 
@@ -132,6 +132,26 @@ def test_interval_covers_the_true_geometric_mean_about_95_percent_of_the_time():
     assert 0.88 <= covered / 300 <= 0.99
 
 
+def test_pooled_interval_of_two_prompts_spans_both():
+    # Resamples of prompts (2 tokens in 1 step, 8 in 2) pool to 2, 10/3 or 4 tokens per step.
+    figure = harness.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0)
+    assert figure["value"] == pytest.approx(10 / 3)
+    assert (figure["low"], figure["high"]) == pytest.approx((2.0, 4.0)) and figure["wide"]
+    same = harness.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0, base=([2.0, 8.0], [1, 2]))
+    assert (same["value"], same["low"], same["high"]) == pytest.approx((1.0, 1.0, 1.0)) and not same["wide"]
+
+
+def test_pooled_interval_matches_the_normal_theory():
+    sums = np.random.default_rng(5).normal(20.0, 4.0, size=400)
+    figure = harness.pooled_interval(sums.tolist(), [5] * 400, 4000, seed=2)
+    half = 1.96 * sums.std() / math.sqrt(400) / 5
+    assert figure["value"] == pytest.approx(sums.mean() / 5)
+    assert (figure["high"] - figure["low"]) / 2 == pytest.approx(half, rel=0.1)
+    # Over a base that is the same sample doubled, prompt for prompt: exactly one half.
+    halved = harness.pooled_interval(sums.tolist(), [5] * 400, 500, seed=2, base=((2 * sums).tolist(), [5] * 400))
+    assert (halved["value"], halved["low"], halved["high"]) == pytest.approx((0.5, 0.5, 0.5))
+
+
 def test_one_value_has_no_interval_and_says_so():
     figure = harness.geometric_interval([2.0], 100, seed=0)
     assert figure["value"] == 2.0 and figure["low"] is None and figure["wide"]
@@ -219,7 +239,7 @@ def test_the_reports_numbers_are_the_cells_measured(whole_run):
         tokens = sum(s["tokens"] for s in speeds("Sequoia"))
         assert line.split(" | ")[2] == str(tokens)
         steps = [cells[f"scalability | {workload} | t=1 p=1 | size 8 | dp | prompt {i}"] for i in range(TINY.scale_prompts)]
-        per_step = math.exp(np.mean([math.log(s["tokens"] / s["steps"]) for s in steps]))
+        per_step = sum(sum(s["expected"]) for s in steps) / sum(s["steps"] for s in steps)
         row = next(line for line in text.split(f"**{workload}, temperature 1**", 1)[1].splitlines()
                    if line.startswith("| 8 |"))
         assert row.startswith(f"| 8 | {per_step:.2f} [")
@@ -236,8 +256,8 @@ def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monk
     target, draft, tokenizer = tiny_pair
     bench.run_bench(target, draft, tokenizer, str(tmp_path), TINY, seed=3, names={"target": "tiny-t",
                                                                                   "draft": "tiny-d"}, resume=True)
-    ours = len(experiments.wall_methods("sampled", TINY)) - 2  # the two HF methods do not decode through us
-    assert len(decoded) == ours * TINY.prompts
+    ours = [m for m in experiments.wall_methods("sampled", TINY) if not m.startswith("HF")]  # HF's: not through us
+    assert len(decoded) == len(ours) * TINY.prompts
     again = json.loads((tmp_path / "bench.json").read_text())
     first = json.loads((out / "bench.json").read_text())
     assert again["scalability"] == first["scalability"] and again["resumed"]

@@ -1,5 +1,6 @@
 """The verifier's output distribution, computed exactly by enumerating every draw of children,
-equals the target's distribution, for each method."""
+equals the target's distribution, for each method; a step's expected tokens are the mean of the
+tokens its verification accepts."""
 
 import itertools
 import math
@@ -7,6 +8,7 @@ import math
 import pytest
 import torch
 
+from sequoia_cli.engine import Sampling, _verify, expected_tokens, tree_layout
 from sequoia_cli.sampling import distribution, draw_children, residual, verify_node, without
 
 
@@ -114,3 +116,43 @@ def test_residual_and_without():
     proposal = torch.tensor([0.25, 0.0, 0.75], dtype=torch.float64)
     torch.testing.assert_close(residual(target, proposal), torch.tensor([1 / 3, 2 / 3, 0.0], dtype=torch.float64))
     torch.testing.assert_close(without(proposal, 2), torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+
+
+def tree_step(method: str, temperature: float, top_p: float, seed: int):
+    """A drafted tree (parents [-1, 0, 0, 0, 1, 1, 2]) with the target's logits at every node,
+    as one decode step holds them."""
+    generator = torch.Generator().manual_seed(seed)
+    layout = tree_layout([-1, 0, 0, 0, 1, 1, 2])
+    vocab = 6
+    target_logits = 1.5 * torch.randn(layout.size, vocab, generator=generator)
+    draft_logits = target_logits + torch.randn(layout.size, vocab, generator=generator)
+    tokens = torch.zeros(layout.size, dtype=torch.long)
+    alive = torch.ones(layout.size, dtype=torch.bool)
+    proposals = {}
+    for node, kids in enumerate(layout.children):
+        if kids:
+            proposals[node] = distribution(draft_logits[node], temperature, top_p)
+            drawn, real = draw_children(proposals[node][None], len(kids), method, generator)
+            tokens[kids], alive[kids] = drawn[0], real[0] & alive[node]
+    return target_logits, tokens, proposals, alive, layout
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+@pytest.mark.parametrize("seed", range(3))
+def test_expected_tokens_is_the_mean_of_the_tokens_verification_accepts(method, seed):
+    temperature, top_p = [(1.0, 1.0), (0.6, 0.9), (1.5, 1.0)][seed]
+    step = tree_step(method, temperature, top_p, seed)
+    sampling = Sampling(temperature, top_p, method)
+    expected = expected_tokens(*step, sampling)
+    generator = torch.Generator().manual_seed(100 + seed)
+    walks = [len(_verify(*step, sampling, generator)[0]) + 1 for _ in range(4000)]
+    mean, spread = sum(walks) / len(walks), torch.tensor(walks, dtype=torch.float64).std().item()
+    assert 1.0 <= expected <= 4.0
+    assert abs(mean - expected) < 4 * spread / math.sqrt(len(walks)) + 1e-9
+
+
+def test_expected_tokens_in_greedy_mode_is_the_walk():
+    target_logits, tokens, proposals, alive, layout = tree_step("sequoia", 1.0, 1.0, 0)
+    tokens[1] = target_logits[0].argmax()  # the root's first child is the target's choice
+    walk = _verify(target_logits, tokens, {}, alive, layout, Sampling(), None)[0]
+    assert walk[0] == 1 and expected_tokens(target_logits, tokens, {}, alive, layout, Sampling()) == len(walk) + 1

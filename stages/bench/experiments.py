@@ -20,7 +20,8 @@ from sequoia_cli.errors import one_line
 from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
 from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
-                                  hf_one, kary_parents, kxd_parents, kxd_shape, per_prompt, run_block)
+                                  hf_one, kary_parents, kxd_parents, kxd_shape, per_prompt, pooled_interval,
+                                  run_block)
 from stages.measure_acceptance import measure_acceptance
 from stages.optimize import optimize
 from stages.profile_hw import profile_hw
@@ -57,7 +58,9 @@ def sweep_name(size: int, depth: int) -> str:
 
 
 def wall_methods(setting: str, config: Config) -> list[str]:
-    return list(WALL_METHODS) + ([sweep_name(*point) for point in config.sweep] if setting == "greedy" else [])
+    if setting == "greedy":
+        return list(WALL_METHODS) + [sweep_name(*point) for point in config.sweep]
+    return [m for m in WALL_METHODS if not config.sampled_methods or m in config.sampled_methods]
 
 
 def scale_families(size: int, config: Config) -> list[str]:
@@ -68,9 +71,9 @@ def work_units(config: Config) -> int:
     """The weight of every tick a workload makes (a cell's weight: the tokens it asks for), for the
     progress bar's estimate of the time left."""
     vectors = len(vector_settings(config)) * config.acceptance_prompts * config.continuation
-    scale = config.scale_prompts * config.scale_tokens * (
-        sum(len(scale_families(s, config)) for s in config.sizes) * len(config.scale_temperatures)
-        + len(ROBUST_METHODS) * len(config.robust_temperatures))
+    scale = config.scale_prompts * (
+        sum(len(scale_families(s, config)) * t for s, t in zip(config.sizes, config.scale_tokens))
+        * len(config.scale_temperatures) + len(ROBUST_METHODS) * len(config.robust_temperatures) * config.robust_tokens)
     wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS)
     return vectors + scale + wall + 2 * WARMUP_TOKENS
 
@@ -141,6 +144,19 @@ def tokens_per_step(result: dict) -> float:
     return result["tokens"] / result["steps"]
 
 
+def step_interval(results: list[dict], resamples: int, seed: int, base: list[dict] | None = None) -> dict:
+    """Tokens per step over every step of every prompt, each step counted by its expected tokens
+    (averaged over verification's draws, see `engine.expected_tokens`), with its interval; over
+    the base's on the same prompts when given."""
+    def parts(cells):
+        return [sum(r["expected"]) for r in cells], [len(r["expected"]) for r in cells]
+    if failure(results) or (base and failure(base)):
+        return {"error": failure(results) or failure(base)}
+    if any(not r["expected"] for r in results + (base or [])):
+        return {"error": "failed: a prompt took no step"}
+    return pooled_interval(*parts(results), resamples, seed, base=parts(base) if base else None)
+
+
 def paired_interval(results: list[dict], base: list[dict], figure, resamples: int, seed: int) -> dict:
     """The geometric mean over prompts of `figure` of each result over `figure` of the base's
     result on the same prompt, with its interval."""
@@ -173,12 +189,24 @@ def interval_row(results: list[dict], resamples: int, seed: int, base: list[dict
     return row
 
 
+def step_row(results: list[dict], resamples: int, seed: int) -> dict:
+    """Experiments 1 and 2's figures of one method: tokens per step (expected, pooled over steps,
+    `step_interval`) and, beside it, the tokens realized over the steps taken."""
+    error = failure(results)
+    if error:
+        return {"error": error}
+    tokens, steps = sum(r["tokens"] for r in results), sum(r["steps"] for r in results)
+    return {"tokens": tokens, "steps": steps, "realized_tokens_per_step": tokens / steps if steps else None,
+            "per_prompt": [{k: r[k] for k in ("tokens", "steps")} for r in results],
+            "tokens_per_step": step_interval(results, resamples, seed)}
+
+
 def scalability(store: Store, run: Run, config: Config, vectors: dict, tick) -> list[dict]:
     """Experiment 1: tokens per step against tree size, per family, interleaved per prompt."""
     rows = []
     for temperature in config.scale_temperatures:
         sampling = sampling_at(temperature)
-        for size in config.sizes:
+        for size, new_tokens in zip(config.sizes, config.scale_tokens):
             extra = {"dp": {}, "kxd": {"shape": "{}x{}".format(*kxd_shape(size))}}
             builders = {"dp": lambda: dp_tree(vector_of(vectors, sampling), size)[0],
                         "kxd": lambda: kxd_parents(*kxd_shape(size)), "topk": lambda: kary_parents(size, 2),
@@ -188,17 +216,17 @@ def scalability(store: Store, run: Run, config: Config, vectors: dict, tick) -> 
                 extra["dp"]["predicted"] = expected_tokens(trees["dp"], vector_of(vectors, sampling))
             methods = {family: failing(tree) if isinstance(tree, str) else partial(
                 decode_one, run, parents=tree, sampling=sampling_at(temperature, 1.0, FAMILY_METHODS[family]),
-                new_tokens=config.scale_tokens) for family, tree in trees.items()}
+                new_tokens=new_tokens, expected=True) for family, tree in trees.items()}
             block = f"scalability | {run.workload} | {setting_name(sampling)} | size {size}"
-            results = run_block(store, block, methods, config.scale_prompts, tick, config.scale_tokens)
+            results = run_block(store, block, methods, config.scale_prompts, tick, new_tokens)
             for family, tree in trees.items():
                 row = {"workload": run.workload, "temperature": temperature, "size": size, "family": family,
                        **extra.get(family, {})}
                 if not isinstance(tree, str):
                     row.update(tree_size=len(tree), depth=tree_layout(tree).depth)
-                rows.append({**row, **interval_row(results[family], config.resamples, run.seed)})
+                rows.append({**row, **step_row(results[family], config.resamples, run.seed)})
             rows[-len(trees)]["dp_over"] = {  # paired per prompt: the DP tree's tokens/step over each other's
-                family: paired_interval(results["dp"], results[family], tokens_per_step, config.resamples, run.seed)
+                family: step_interval(results["dp"], config.resamples, run.seed, base=results[family])
                 for family in trees if family != "dp"}
     return rows
 
@@ -210,11 +238,11 @@ def robustness(store: Store, run: Run, config: Config, vectors: dict, tick) -> l
     for temperature in config.robust_temperatures:
         methods = {method: failing(tree) if isinstance(tree, str) else partial(
             decode_one, run, parents=tree, sampling=sampling_at(temperature, 1.0, method),
-            new_tokens=config.scale_tokens) for method in ROBUST_METHODS}
+            new_tokens=config.robust_tokens, expected=True) for method in ROBUST_METHODS}
         results = run_block(store, f"robustness | {run.workload} | t={temperature:g}", methods, config.scale_prompts,
-                            tick, config.scale_tokens)
+                            tick, config.robust_tokens)
         rows += [{"workload": run.workload, "temperature": temperature, "method": method,
-                  **interval_row(results[method], config.resamples, run.seed)} for method in ROBUST_METHODS]
+                  **step_row(results[method], config.resamples, run.seed)} for method in ROBUST_METHODS]
     return rows
 
 
@@ -225,7 +253,7 @@ def wall_trees(setting: str, plan: dict, config: Config, vectors: dict) -> dict:
     for size, depth in config.sweep if setting == "greedy" else ():
         trees[sweep_name(size, depth)] = tree_or_reason(
             lambda: dp_tree(vector_of(vectors, SETTINGS["greedy"]), size, depth)[0])
-    return trees
+    return {name: trees[name] for name in wall_methods(setting, config)}
 
 
 def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dict, tick) -> dict[str, list[dict]]:

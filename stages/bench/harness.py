@@ -28,13 +28,15 @@ from stages.profile_hw import machine_facts
 class Config:
     """What one run measures, per workload. Experiments 3, 4 and 6 decode `prompts` prompts with
     `new_tokens` each; experiments 1 and 2 (tokens per step only, no clock) the first
-    `scale_prompts` of them with `scale_tokens` each."""
+    `scale_prompts` of them, with `scale_tokens[i]` tokens at size `sizes[i]` and `robust_tokens`
+    in experiment 2."""
 
     name: str
     prompts: int
     new_tokens: int
     scale_prompts: int
-    scale_tokens: int
+    scale_tokens: tuple  # experiment 1, per size: bigger trees take more tokens per step
+    robust_tokens: int  # experiment 2
     acceptance_prompts: int  # the vectors are measured on the prompts right after the decoded ones
     continuation: int  # tokens of the target's own continuation per acceptance prompt
     width: int  # entries in each acceptance vector
@@ -43,6 +45,7 @@ class Config:
     robust_temperatures: tuple  # experiment 2
     robust_size: int
     sweep: tuple  # experiment 4: (size, depth bound) of the DP trees beside the optimizer's pick
+    sampled_methods: tuple = ()  # experiment 3's sampled blocks: these methods only (empty: all)
     chain_max_size: int = 16  # a chain costs one draft forward per token: longer ones are left out
     profile_max: int = 64
     profile_repeats: int = 3
@@ -52,15 +55,19 @@ class Config:
     resamples: int = 2000  # bootstrap resamples per interval
 
 
-# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6; experiments 1
-# and 2 count tokens per step only, on fewer tokens, where most of the budget of the full run goes to
-# sizes 64 and 128 at temperature 1.0.
-QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=8, acceptance_prompts=1,
-               continuation=16, width=8, sizes=(4, 32), scale_temperatures=(1.0,), robust_temperatures=(1.0,),
-               robust_size=16, sweep=(), chain_max_size=4, profile_max=32, profile_repeats=1, dp_sizes=(64, 256))
-FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=24, acceptance_prompts=4,
-              continuation=48, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
-              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((8, 4), (32, 4)), profile_max=128)
+# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6. Experiments 1
+# and 2 count tokens per step only; in the full run most of their budget goes to sizes 64 and 128,
+# whose steps are the most variable and the slowest. Quick's sampled blocks keep the methods that
+# answer its question (is Sequoia faster than generate when sampling?) to stay within 10 minutes.
+QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=(8, 8), robust_tokens=8,
+               acceptance_prompts=1, continuation=16, width=8, sizes=(4, 32), scale_temperatures=(1.0,),
+               robust_temperatures=(1.0,), robust_size=16, sweep=(),
+               sampled_methods=("HF generate", "autoregressive", "Sequoia"), chain_max_size=4, profile_max=32,
+               profile_repeats=1, dp_sizes=(64, 256))
+FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 48, 64), robust_tokens=32,
+              acceptance_prompts=4, continuation=48, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
+              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((8, 4), (32, 4)), chain_max_size=4,
+              profile_max=128)
 
 
 @dataclass
@@ -132,15 +139,20 @@ def forward_clock(model):
             hook.remove()
 
 
-def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int) -> dict:
+def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int,
+               expected: bool = False) -> dict:
     """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
-    the seconds spent inside each model's forwards."""
+    the seconds spent inside each model's forwards; with `expected`, each step's expected tokens."""
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
         record = decode_prompt(run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
-                               tree_layout(parents, run.target.device), sampling, new_tokens, run.seed)
-    return {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
-            "seconds": record["seconds"], "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
-            "draft_forwards": draft["calls"]}
+                               tree_layout(parents, run.target.device), sampling, new_tokens, run.seed,
+                               expected=expected)
+    result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
+              "seconds": record["seconds"], "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
+              "draft_forwards": draft["calls"]}
+    if expected:
+        result["expected"] = [round(e, 4) for e in record["expected"]]
+    return result
 
 
 def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: bool) -> dict:
@@ -243,6 +255,27 @@ def geometric_interval(values: list[float], resamples: int, seed: int) -> dict:
     picks = np.random.default_rng(seed).integers(0, len(logs), size=(resamples, len(logs)))
     low, high = np.exp(np.percentile(logs[picks].mean(axis=1), [2.5, 97.5]))
     return {"value": value, "low": float(low), "high": float(high), "n": len(logs),
+            "wide": bool(high > 1.05 * value or low < 0.95 * value)}
+
+
+def pooled_interval(sums: list[float], counts: list[float], resamples: int, seed: int,
+                    base: tuple[list[float], list[float]] | None = None) -> dict:
+    """sum(sums) / sum(counts) over the prompts (e.g. tokens per step over every step of every
+    prompt), over the base's own such ratio on the same prompts when given, with a 95% percentile
+    bootstrap that resamples prompts (a prompt's steps stay together: they are not independent).
+    `wide` marks an interval reaching past +-5% of the value."""
+    parts = [np.asarray(x, dtype=float) for x in (sums, counts) + (base or ())]
+
+    def ratio(picks):
+        totals = [part[picks].sum(axis=-1) for part in parts]
+        return totals[0] / totals[1] / (totals[2] / totals[3] if base else 1.0)
+
+    value = float(ratio(np.arange(len(parts[0]))))
+    if len(parts[0]) < 2:
+        return {"value": value, "low": None, "high": None, "n": len(parts[0]), "wide": True}
+    picks = np.random.default_rng(seed).integers(0, len(parts[0]), size=(resamples, len(parts[0])))
+    low, high = (float(x) for x in np.percentile(ratio(picks), [2.5, 97.5]))
+    return {"value": value, "low": low, "high": high, "n": len(parts[0]),
             "wide": bool(high > 1.05 * value or low < 0.95 * value)}
 
 

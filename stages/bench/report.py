@@ -61,13 +61,13 @@ def scalability_section(rows: list[dict], config: dict) -> str:
             for size in config["sizes"]:
                 cells = {r["family"]: r for r in subset if r["size"] == size}
                 dp, kxd = cells.get("dp"), cells.get("kxd")
-                lines.append([str(size), interval(dp, "tokens_per_step"), plain(dp, "predicted", 2),
-                              plain(dp, "depth"), interval(kxd, "tokens_per_step"),
+                lines.append([str(size), interval(dp, "tokens_per_step"), plain(dp, "realized_tokens_per_step", 2),
+                              plain(dp, "predicted", 2), plain(dp, "depth"), interval(kxd, "tokens_per_step"),
                               f"{kxd['shape']} ({kxd['tree_size']})" if kxd and "shape" in kxd else "-",
                               interval(cells.get("topk"), "tokens_per_step"),
                               interval(cells.get("chain"), "tokens_per_step") if "chain" in cells else "left out",
                               interval((dp or {}).get("dp_over"), "kxd"), interval((dp or {}).get("dp_over"), "topk")])
-            header = ["size", "DP tree", "DP predicted E", "DP depth", "SpecInfer k x d", "k x d (size)",
+            header = ["size", "DP tree", "DP realized", "DP predicted E", "DP depth", "SpecInfer k x d", "k x d (size)",
                       "top-2 tree", "chain", "DP / SpecInfer (paired)", "DP / top-2 (paired)"]
             parts.append(f"**{workload}, {temperature_name(temperature)}**\n\n" + markdown_table(header, lines)
                          + "\n\n" + scalability_finding(subset))
@@ -178,7 +178,8 @@ def setup_section(results: dict) -> str:
                      f" acceptance vectors on prompts {p['acceptance']}")
     lines += [
         f"- tokens per prompt: {c['new_tokens']} in experiments 3, 4 and 6 ({c['prompts']} prompts per workload),"
-        f" {c['scale_tokens']} in 1 and 2 (the first {c['scale_prompts']}); generation stops at EOS"
+        f" in 1 {', '.join(f'{t} at size {n}' for n, t in zip(c['sizes'], c['scale_tokens']))}, in 2"
+        f" {c['robust_tokens']} (both on the first {c['scale_prompts']}); generation stops at EOS"
         f" ({results['eos']}) or there, the same for every method; each prompt has its own random stream"
         " (seed, prompt index), the same for every method",
         f"- acceptance vectors: {c['continuation']} tokens of the target's own continuation per prompt, width {c['width']}",
@@ -288,17 +289,20 @@ def write_report(out_dir: str, results: dict) -> Path:
     sections = [
         "# sequoia bench\n\n" + setup_section(results),
         "## 1. Scalability: tokens per step against tree size\n\n"
-        "Real decodes through `generate`, no clock. DP tree: the best tree of each size (no depth bound) for"
-        " the setting's acceptance vector, method sequoia, with its predicted E. SpecInfer k x d: k independent"
+        "Real decodes through `generate`, no clock. Tokens per step: each step counts the tokens it adds on"
+        " average over verification's random draws, given the tree the draft drew (the same mean as the tokens"
+        " it realized, without the variance of the coin flips); summed over every step of every prompt and"
+        " divided by the steps, with a bootstrap over prompts. DP realized: tokens added / steps taken. DP tree:"
+        " the best tree of each size (no depth bound) for the setting's acceptance vector, method sequoia, with its predicted E. SpecInfer k x d: k independent"
         " chains of depth d from the root (k = 2 up to size 16, 4 up to 64, 8 beyond; its actual size is"
         " k*d + 1), method specinfer. Top-2 tree: every node has 2 children, filled breadth first, method topk."
         " Chain: size - 1 tokens, method sequoia (left out past size"
-        f" {config['chain_max_size']}: one draft forward per token). The paired columns are the geometric mean over"
-        " prompts of the DP tree's tokens/step over the other tree's on the same prompt.\n\n"
+        f" {config['chain_max_size']}: one draft forward per token). The paired columns are the DP tree's tokens/step"
+        " over the other tree's on the same prompts, resampled together.\n\n"
         "![scalability](scalability.png)\n\n" + scalability_section(results["scalability"], config),
         f"## 2. Robustness: tokens per step against temperature\n\nOne tree per workload: the DP tree of size"
         f" {config['robust_size']} from the {ROBUST_TREE_SETTING} vector; the method sets how children are drawn"
-        " and verified (top-p 1).\n\n![robustness](robustness.png)\n\n"
+        " and verified (top-p 1). Tokens per step as in experiment 1.\n\n![robustness](robustness.png)\n\n"
         + robustness_section(results["robustness"], config),
         "## 3. Wall clock\n\nHF: `target.generate` (greedy, or `do_sample` with the same temperature and top-p and"
         " no top-k cut), and with `assistant_model=draft` at its default schedule. Ours: autoregressive (size 1),"
