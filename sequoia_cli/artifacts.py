@@ -278,7 +278,7 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
 
 def provenance(acceptance: dict) -> dict:
     """What an acceptance vector was measured under, carried into a tree for `decode`."""
-    keys = ("mode", "temperature", "top_p", "draft", "target", "dataset")
+    keys = ("mode", "temperature", "top_p", "draft", "target", "dataset", "draft_setup", "target_setup")
     return {key: acceptance[key] for key in keys if key in acceptance}
 
 

@@ -44,6 +44,9 @@ Greedy = Annotated[bool, typer.Option("--greedy", help="Temperature 0: children 
                                                         " target's argmax decides.")]
 Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature (> 0).")]
 TopP = Annotated[Optional[float], typer.Option(help="Nucleus sampling mass in (0, 1].")]
+DraftQuantize = Annotated[Optional[str], typer.Option(help="none, int8 or int4: weight-only quantization of the draft's linear layers, its output layer included (the output never changes). Default: the pair's setting, else none.")]
+TargetQuantize = Annotated[Optional[str], typer.Option(help="none, int8 or int4: weight-only quantization of the target's linear layers; the target then is that quantized model. Default: the pair's setting, else none.")]
+DraftVocab = Annotated[Optional[int], typer.Option(help="The draft proposes only from N token ids: every special token and the lowest ids (a BPE vocabulary's most frequent tokens). Default: the pair's setting, else the whole vocabulary.")]
 AcceptanceFile = Annotated[str, typer.Option("--acceptance", help="A sequoia-acceptance/1 file ('-' for standard input).")]
 
 
@@ -85,20 +88,47 @@ def model_names(pair: Optional[str], draft: Optional[str], target: Optional[str]
     return draft if need_draft else None, target
 
 
-def load_pair(draft_name: Optional[str], target_name: str, device: str, dtype: str):
-    """(draft or None, target, tokenizer), with the tokenizers checked to agree."""
+def model_setups(draft_name: Optional[str], target_name: str, draft_quantize: Optional[str],
+                 target_quantize: Optional[str], draft_vocab: Optional[int]) -> dict:
+    """{"draft": {"quantize", "vocab"}, "target": {...}}: the options given, else the defaults of the
+    pair a model comes from (its `setup:` in configs/), else none and the whole vocabulary."""
+    from sequoia_cli.pairs import pair_config, pair_names
+    from sequoia_cli.quantize import QUANTIZE
+
+    def default(name, role, key):
+        return pair_config(name)[role].get("setup", {}).get(key) if name in pair_names() else None
+
+    setups = {"target": {"quantize": target_quantize or default(target_name, "target", "quantize") or "none",
+                         "vocab": None},
+              "draft": {"quantize": draft_quantize or default(draft_name, "draft", "quantize") or "none",
+                        "vocab": draft_vocab if draft_vocab is not None else default(draft_name, "draft", "vocab")}}
+    for role, setup in setups.items():
+        if setup["quantize"] not in QUANTIZE:
+            raise BadInput(f"--{role}-quantize '{setup['quantize']}' is not one of {', '.join(QUANTIZE)}")
+    return setups
+
+
+def load_pair(draft_name: Optional[str], target_name: str, device: str, dtype: str, setups: dict):
+    """(draft or None, target, tokenizer), with the tokenizers checked to agree and each model set
+    up as `setups` says (model_setups)."""
     from sequoia_cli.models import check_same_tokenizer, device_of, dtype_of, load_model, load_tokenizer
+    from sequoia_cli.quantize import check_kernels, kept_ids, set_up
 
     where, precision = device_of(device), dtype_of(dtype)
     tokenizer = load_tokenizer(target_name, "target")
     if draft_name:
         check_same_tokenizer(load_tokenizer(draft_name, "draft"), tokenizer)
+        if setups["draft"]["vocab"] is not None:
+            kept_ids(tokenizer, setups["draft"]["vocab"], len(tokenizer))  # a bad N fails before loading
+    for role in ("target", "draft") if draft_name else ("target",):
+        check_kernels(setups[role]["quantize"], where, f"--{role}-quantize")
     with console.status(f"loading target {target_name} ({dtype}, {device})"):
-        target = load_model(target_name, "target", where, precision)
+        target = set_up(load_model(target_name, "target", where, precision), tokenizer,
+                        setups["target"]["quantize"], None)
     draft = None
     if draft_name:
         with console.status(f"loading draft {draft_name}"):
-            draft = load_model(draft_name, "draft", where, precision)
+            draft = set_up(load_model(draft_name, "draft", where, precision), tokenizer, **setups["draft"])
     return draft, target, tokenizer
 
 
@@ -152,6 +182,7 @@ def measure_acceptance_command(
     use_reference: Annotated[bool, typer.Option("--use-reference", help="Use the set's reference text as the continuation where it has one.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16", no_chat_template: NoChatTemplate = False,
+    draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
 ):
     """Measure the acceptance vector: how often the target accepts the draft's k-th child."""
     from sequoia_cli.engine import Sampling
@@ -165,14 +196,16 @@ def measure_acceptance_command(
     writable(out)
     records = prompt_records(data, prompt_field, max_prompts)
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
-    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
     with progress_bar() as bar:
         task = bar.add_task("measuring", total=len(records))
         acceptance = measure_acceptance(
             target_model, draft_model, tokenizer, records, Sampling(temperature, top_p), width, continuation_tokens,
             seed, chat_template=not no_chat_template, use_reference=use_reference,
             on_prompt_done=lambda: bar.advance(task),
-            run=dict(draft=draft_name, target=target_name, dataset=data, device=device, dtype=dtype))
+            run=dict(draft=draft_name, target=target_name, dataset=data, device=device, dtype=dtype,
+                     draft_setup=setups["draft"], target_setup=setups["target"]))
     artifacts.write_json(out, acceptance)
     render.acceptance_summary(acceptance, out)
 
@@ -206,6 +239,7 @@ def profile_hw_command(
     warmup: Annotated[int, typer.Option(help="Untimed forwards per count first.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
+    draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
 ):
     """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
     from stages.profile_hw import check_request, profile_hw, token_counts
@@ -213,7 +247,8 @@ def profile_hw_command(
     token_counts(max_tokens)
     writable(out)
     draft_name, target_name = model_names(pair, draft, target, need_draft=bool(pair or draft))
-    draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype, setups)
     models = {"target": (target_name, target_model)}
     if draft_model is not None:
         models["draft"] = (draft_name, draft_model)
@@ -221,7 +256,7 @@ def profile_hw_command(
     with progress_bar() as bar:
         task = bar.add_task("timing", total=len(counts) * len(models))
         profile = profile_hw(models, dtype, max_tokens, context_length, repeats, warmup, seed,
-                             lambda: bar.advance(task))
+                             lambda: bar.advance(task), setups)
     artifacts.write_json(out, profile)
     render.profile_summary(profile, out)
 
@@ -268,6 +303,7 @@ def decode_command(
     out: Annotated[Optional[str], typer.Option(help="Write one JSON line per prompt here ('-': standard output; default for --data).")] = None,
     stats: Annotated[Optional[str], typer.Option(help="Write the run's figures here (JSON).")] = None,
     device: Device = "cpu", dtype: Dtype = "bfloat16", no_chat_template: NoChatTemplate = False,
+    draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
 ):
     """Generate text with the target, sped up by the draft and a token tree; the output follows the
     target's own distribution (with --greedy in float32: token for token)."""
@@ -285,7 +321,10 @@ def decode_command(
     writable(out, stats)
     prompts = [prompt] if prompt is not None else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
     draft_name, target_name = model_names(pair, draft, target, need_draft=len(parents) > 1)
-    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    for warning in setup_mismatches(tree_artifact, setups):
+        console.print(f"warning: {warning}", soft_wrap=True)
+    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
     layout = tree_layout(parents, target_model.device)
     sampling = Sampling(temperature, top_p, verification(method))
     seed = random.randrange(2**31) if seed is None else seed
@@ -316,6 +355,27 @@ def decode_command(
     render.stats_table(figures)
 
 
+def setup_mismatches(tree: Optional[dict], setups: dict) -> list[str]:
+    """One line per model whose setup differs from the one the tree was planned for (its
+    acceptance vector's, its profile's)."""
+    if not tree:
+        return []
+    planned = [("an acceptance vector", tree.get("source", {})), ("a profile", tree.get("plan", {}))]
+    lines = []
+    for role in ("draft", "target"):
+        for origin, record in planned:
+            setup = record.get(f"{role}_setup")
+            if setup is not None and setup != setups[role]:
+                lines.append(f"the tree was planned from {origin} of the {role} at {describe(setup)};"
+                             f" this run's {role} is at {describe(setups[role])}")
+    return lines
+
+
+def describe(setup: dict) -> str:
+    vocab = "whole vocabulary" if setup.get("vocab") is None else f"vocabulary {setup['vocab']}"
+    return f"quantize {setup.get('quantize', 'none')}, {vocab}"
+
+
 @app.command("compare", epilog="Example: sequoia compare runs/sequoia.json runs/autoregressive.json")
 def compare_command(
     stats: list[str] = typer.Argument(..., help="Stats files written by decode --stats; the last is the baseline."),
@@ -333,6 +393,7 @@ def bench_command(
     resume: Annotated[bool, typer.Option("--resume", help="Reuse the finished cells of an interrupted run in --out-dir's cells.jsonl (same mode, seed and models).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of every draw (each prompt gets its own stream).")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
+    draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
 ):
     """Measure the paper's claims on a model pair, on HumanEval and MT-Bench: tokens per step
     against tree size and temperature, wall clock against Hugging Face generate (plain and
@@ -345,9 +406,10 @@ def bench_command(
         pair = "qwen2.5-coder"
     writable(f"{out_dir}/report.md")
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
-    config, names = QUICK if quick else FULL, bench_names(pair, draft_name, target_name)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    config, names = QUICK if quick else FULL, bench_names(pair, draft_name, target_name, setups)
     store = open_store(out_dir, config, seed, names, dtype, resume)  # a bad --resume fails before loading
-    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype)
+    draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
     with progress_bar() as bar:
         task = bar.add_task(f"bench ({config.name})", total=total_work(config))
         report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed, names=names, dtype=dtype,
@@ -356,14 +418,20 @@ def bench_command(
     console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
 
 
-def bench_names(pair: Optional[str], draft: str, target: str) -> dict:
-    """The models as the report names them: a pair's entries by their model names."""
+def bench_names(pair: Optional[str], draft: str, target: str, setups: dict) -> dict:
+    """The models as the report names them: a pair's entries by their model names, with each
+    model's setup where it is not the plain one."""
     from sequoia_cli.pairs import pair_config
 
+    names = {"target": target, "draft": draft}
     if pair:
         config = pair_config(pair)
-        return {role: f"{config[role]['name']} (pair {pair})" for role in ("target", "draft")}
-    return {"target": target, "draft": draft}
+        names = {role: f"{config[role]['name']} (pair {pair})" for role in ("target", "draft")}
+    for role, setup in setups.items():
+        shown = [setup["quantize"]] if setup["quantize"] != "none" else []
+        shown += [f"vocabulary {setup['vocab']}"] if setup["vocab"] is not None else []
+        names[role] += f", {', '.join(shown)}" if shown else ""
+    return names
 
 
 def main(args: list[str] | None = None) -> None:

@@ -270,7 +270,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     follows the target's own distribution (token for token in greedy mode). `expected` also
     records each step's `expected_tokens` (for measuring a tree, it costs time)."""
     device = target.device
-    vocab = target.get_output_embeddings().weight.shape[0]
+    vocab = target.get_output_embeddings().out_features
     context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
     single = tree_layout([-1], device)
     tokens = list(prompt_ids)

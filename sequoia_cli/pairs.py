@@ -42,6 +42,8 @@ def pair_config(name: str) -> dict:
 
 
 def check_pair_config(config, path: Path) -> None:
+    from sequoia_cli.quantize import QUANTIZE  # torch, only once a config is read
+
     if not isinstance(config, dict):
         raise BadInput(f"{path}: expected a mapping with 'target' and 'draft'")
     for role in ROLES:
@@ -54,6 +56,14 @@ def check_pair_config(config, path: Path) -> None:
         packages = model["packages"]
         if not packages or not all(isinstance(pin, str) and "==" in pin for pin in packages):
             raise BadInput(f"{path}: '{role}.packages' must be a list of 'name==version' pins")
+        setup = model.get("setup", {})
+        allowed = {"quantize", "vocab"} if role == "draft" else {"quantize"}
+        if not isinstance(setup, dict) or set(setup) - allowed:
+            raise BadInput(f"{path}: '{role}.setup' may set only {', '.join(sorted(allowed))}")
+        if setup.get("quantize", "none") not in QUANTIZE:
+            raise BadInput(f"{path}: '{role}.setup.quantize' is not one of {', '.join(QUANTIZE)}")
+        if "vocab" in setup and not (isinstance(setup["vocab"], int) and setup["vocab"] > 0):
+            raise BadInput(f"{path}: '{role}.setup.vocab' must be a positive integer")
 
 
 def cache_dir() -> Path:

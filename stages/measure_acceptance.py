@@ -58,7 +58,7 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
                        use_reference: bool = False, on_prompt_done=None, run: dict | None = None) -> dict:
     """A sequoia-acceptance/1 artifact: the vector and its by-depth breakdown, plus the `run`
     fields given (models, data set, device, ...)."""
-    vocab = target.get_output_embeddings().weight.shape[0]
+    vocab = target.get_output_embeddings().out_features
     counts = torch.zeros(DEPTHS_TRACKED, width + 1, dtype=torch.long)  # [depth - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
     for index, record in enumerate(records):

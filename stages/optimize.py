@@ -50,6 +50,8 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
         "autoregressive_ms_per_token": autoregressive_ms,
         "draft_counted": draft_ms is not None,
         "device": profile.get("device"), "dtype": profile.get("dtype"),
+        **{f"{role}_setup": profile[role]["setup"] for role in ("target", "draft")
+           if (profile.get(role) or {}).get("setup")},
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
     }
     return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"], plan)

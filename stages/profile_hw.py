@@ -27,13 +27,17 @@ def token_counts(max_tokens: int) -> list[int]:
 
 
 def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: int, context_length: int,
-               repeats: int, warmup: int, seed: int = 0, on_count_done=None) -> dict:
+               repeats: int, warmup: int, seed: int = 0, on_count_done=None, setups: dict | None = None) -> dict:
     """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
-    target first) at the counts of `token_counts(max_tokens)`."""
+    target first) at the counts of `token_counts(max_tokens)`; `setups` ({role: setup}) are
+    recorded beside each model's times."""
     counts = check_request(models, max_tokens, context_length, repeats, warmup)
     sections = {role: {"model": name, "ms": profile_model(model, context_length, counts, repeats, warmup, seed,
                                                           on_count_done)}
                 for role, (name, model) in models.items()}
+    for role, setup in (setups or {}).items():
+        if role in sections:
+            sections[role]["setup"] = setup
     device = models["target"][1].device
     return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections)
 

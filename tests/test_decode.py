@@ -129,14 +129,17 @@ TWO_LEVELS = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 10, 2), 10, 2)
 @pytest.mark.parametrize("method,parents", [("sequoia", TWO_LEVELS), ("specinfer", TWO_LEVELS),
                                             ("topk", TWO_LEVELS), ("sequoia", chain_parents(2))])
 def test_sampled_tokens_follow_the_target(method, parents):
-    """Chi-square of the first two generated tokens over many seeds against the exact joint."""
-    vocab = 6
-    target = tiny_model("qwen2", vocab=vocab, seed=2)
-    draft = noisy_copy(target, 0.6, seed=1)
+    target = tiny_model("qwen2", vocab=6, seed=2)
+    assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), parents, method)
+
+
+def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1500):
+    """Chi-square of the first two generated tokens over many seeds against the target's exact
+    joint distribution."""
+    vocab = target.get_output_embeddings().weight.shape[0]
     ids, temperature, top_p = [1, 4, 2], 0.5, 0.9
     exact = exact_two_token_distribution(target, ids, temperature, top_p)
     layout = tree_layout(parents)
-    runs = 1500
     counts = torch.zeros(vocab * vocab)
     generator = torch.Generator().manual_seed(11)
     for _ in range(runs):

@@ -85,6 +85,32 @@ def test_measure_and_profile_commands_chain_into_optimize_and_decode(pair, tmp_p
     assert done.returncode == 0, done.stderr
     done = sequoia("decode", *models, "--tree", str(tree), "--prompt", "hi", "--max-new-tokens", "8", "--seed", "1")
     assert done.returncode == 0 and "temperature 0.7" in done.stderr, done.stderr
+    assert "warning" not in done.stdout + done.stderr
+
+
+def test_each_artifact_records_the_setup_it_was_measured_with_and_decode_warns_of_another(pair, tmp_path):
+    draft, target = pair
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n")
+    acc, profile, tree = tmp_path / "acc.json", tmp_path / "profile.json", tmp_path / "tree.json"
+    models = ["--draft", draft, "--target", target, "--dtype", "float32"]
+    cheap = ["--draft-quantize", "int8", "--draft-vocab", "64"]
+    assert sequoia("measure-acceptance", *models, *cheap, "--data", str(prompts), "--greedy", "--width", "2",
+                   "--continuation-tokens", "6", "--out", str(acc)).returncode == 0
+    assert sequoia("profile-hw", *models, *cheap, "--max-tokens", "4", "--context-length", "8", "--repeats", "1",
+                   "--out", str(profile)).returncode == 0
+    assert sequoia("optimize", "--acceptance", str(acc), "--profile", str(profile), "--out", str(tree)).returncode == 0
+    setup, plain = {"quantize": "int8", "vocab": 64}, {"quantize": "none", "vocab": None}
+    vector, timing, planned = (json.loads(path.read_text()) for path in (acc, profile, tree))
+    assert vector["draft_setup"] == setup and vector["target_setup"] == plain
+    assert timing["draft"]["setup"] == setup and timing["target"]["setup"] == plain
+    assert planned["source"]["draft_setup"] == setup and planned["plan"]["draft_setup"] == setup
+    run = ["decode", *models, "--tree", str(tree), "--prompt", "hi", "--max-new-tokens", "4"]
+    same, other = sequoia(*run, *cheap), sequoia(*run)
+    assert same.returncode == 0 and other.returncode == 0, same.stderr + other.stderr
+    assert "warning" not in same.stdout + same.stderr
+    warnings = [line for line in (other.stdout + other.stderr).splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2 and all("quantize int8, vocabulary 64" in line for line in warnings)
 
 
 def test_pair_errors(tmp_path, monkeypatch):

@@ -1,0 +1,174 @@
+"""Cheaper models for the same exact decode: weight-only quantization of a model's linear layers,
+and a draft output layer over a sub-vocabulary.
+
+On a CPU a forward reads every weight once, so its time follows the weights' bytes: int8 halves
+bf16's, int4 quarters it. The draft only proposes, and verification uses the distribution the
+draft really sampled from, so neither change can alter what decode outputs; a quantized target
+*is* another model, against which every speedup is then measured.
+
+Kernels: PyTorch's own weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`)
+on CPU; on other devices the weights are dequantized inside the forward (exact same numbers,
+slower).
+"""
+
+import torch
+from torch import nn
+
+from sequoia_cli.errors import BadInput
+
+QUANTIZE = ("none", "int8", "int4")
+INT4_GROUP = 32  # input columns sharing one int4 scale and zero
+INT4_TILES = 8  # the CPU int4 kernel's packing: K must be a multiple of 16 * tiles
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weight is int8 with one scale per output row (symmetric)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        # Codes from the scale as stored (rounded to the model's dtype): each weight is then off by
+        # at most half a step.
+        scale = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0).to(linear.weight.dtype)
+        codes = (weight / scale.float()[:, None]).round().clamp(-128, 127)
+        self.register_buffer("weight_int8", codes.to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if flat.is_cpu:
+            out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale.to(flat.dtype))
+        else:
+            out = flat @ (self.weight_int8.to(flat.dtype) * self.scale.to(flat.dtype)[:, None]).T
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class Int4Linear(nn.Module):
+    """A linear layer whose weight is int4 in groups of INT4_GROUP input columns, each group with
+    a scale and a zero point: w = (q - 8) * scale + zero, q in 0..15."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        rows, cols = weight.shape
+        groups = weight.reshape(rows, cols // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        # Scale and zero as the kernel reads them (bf16); the codes are computed from those.
+        scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
+        zero = (low + 8.0 * scale).to(torch.bfloat16).float()
+        q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15).to(torch.int32).reshape(rows, cols)
+        # The CPU kernel's packing, else the plain codes to dequantize in the forward.
+        on_cpu = weight.is_cpu
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INT4_TILES)
+                             if on_cpu else None)
+        self.register_buffer("q", None if on_cpu else q.to(torch.uint8))
+        # (groups, rows, 2): (scale, zero) in the layout the kernel reads.
+        self.register_buffer("scales_and_zeros",
+                             torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        scale, zero = self.scales_and_zeros.float().transpose(0, 1).unbind(-1)
+        groups = self.q.float().reshape(self.out_features, -1, INT4_GROUP)
+        return ((groups - 8.0) * scale[..., None] + zero[..., None]).reshape(self.out_features, -1).to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if self.packed is not None:
+            # The kernel takes bf16 activations; other dtypes go through it and come back.
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), self.packed, INT4_GROUP,
+                                                             self.scales_and_zeros).to(flat.dtype)
+        else:
+            out = flat @ self.dequantized(flat.dtype).T
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def fits(linear: nn.Linear, mode: str) -> bool:
+    """Whether the layer's shape suits the mode's kernel: int4 packs 16 rows and 16 * INT4_TILES
+    columns at a time."""
+    return mode == "int8" or (linear.out_features % 16 == 0 and linear.in_features % (16 * INT4_TILES) == 0)
+
+
+def quantize_linears(model: nn.Module, mode: str) -> nn.Module:
+    """Replace every linear layer of `model` (its output layer included, untied from the input
+    embedding) by its weight-only `mode` version, in place; layers whose shape the kernel cannot
+    take stay as they are. Returns the model."""
+    if mode not in QUANTIZE:
+        raise BadInput(f"quantize '{mode}' is not one of {', '.join(QUANTIZE)}")
+    if mode == "none":
+        return model
+    kind = Int8Linear if mode == "int8" else Int4Linear
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and fits(child, mode):
+                setattr(module, child_name, kind(child))
+    model.config.tie_word_embeddings = False  # the output layer has its own (quantized) weights now
+    return model
+
+
+class SubVocabHead(nn.Module):
+    """An output layer that scores only the `kept` token ids (`head`: a linear layer of their rows);
+    every other id of the `vocab` gets -inf, so the draft's distribution, and every child it draws,
+    lies inside the kept set."""
+
+    def __init__(self, head: nn.Linear, kept: torch.Tensor, vocab: int):
+        super().__init__()
+        self.head, self.out_features = head, vocab
+        self.register_buffer("kept", kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.head(x)
+        out = torch.full((*scores.shape[:-1], self.out_features), -torch.inf, dtype=scores.dtype, device=scores.device)
+        return out.index_copy_(-1, self.kept, scores)
+
+
+def kept_ids(tokenizer, count: int, vocab: int) -> list[int]:
+    """The `count` ids a sub-vocabulary draft keeps: every special token (EOS among them), then the
+    lowest ids. A byte-level BPE tokenizer (Qwen's, Llama's, GPT-2's) numbers its tokens in the
+    order its merges were learned, the most frequent pairs first, so the lowest ids are the bytes
+    and the most frequent tokens of its training text: a ranking fixed by the tokenizer alone."""
+    special = sorted({i for i in tokenizer.all_special_ids} | set(getattr(tokenizer, "added_tokens_decoder", {})))
+    special = [i for i in special if i < vocab]
+    if not len(special) < count <= vocab:
+        raise BadInput(f"--draft-vocab {count}: must be above the {len(special)} special tokens and at most the"
+                       f" vocabulary's {vocab}")
+    taken = set(special)
+    rest = [i for i in range(vocab) if i not in taken][: count - len(special)]
+    return sorted(special + rest)
+
+
+def keep_vocab(model: nn.Module, ids: list[int]) -> nn.Module:
+    """Give `model` an output layer over `ids` only (a SubVocabHead), in place; returns the model."""
+    head = model.get_output_embeddings()
+    kept = torch.tensor(ids, device=head.weight.device)
+    rows = nn.Linear(head.in_features, len(ids), bias=head.bias is not None, device=head.weight.device,
+                     dtype=head.weight.dtype)
+    with torch.no_grad():
+        rows.weight.copy_(head.weight[kept])
+        if head.bias is not None:
+            rows.bias.copy_(head.bias[kept])
+    model.set_output_embeddings(SubVocabHead(rows, kept, head.out_features))
+    model.config.tie_word_embeddings = False  # the input embedding keeps every row
+    return model
+
+
+def check_kernels(mode: str, device: torch.device, option: str) -> None:
+    """A CPU quantization needs PyTorch's weight-only kernel for it (other devices dequantize)."""
+    kernel = {"int8": "_weight_int8pack_mm", "int4": "_weight_int4pack_mm_for_cpu"}.get(mode)
+    if kernel and device.type == "cpu" and not hasattr(torch.ops.aten, kernel):
+        raise BadInput(f"{option} {mode}: this PyTorch ({torch.__version__}) has no {mode} CPU kernel")
+
+
+def set_up(model: nn.Module, tokenizer, quantize: str, vocab: int | None) -> nn.Module:
+    """Apply a model's setup in place, the sub-vocabulary first (so that its smaller output layer
+    is quantized too); returns the model."""
+    if vocab is not None:
+        keep_vocab(model, kept_ids(tokenizer, vocab, model.get_output_embeddings().out_features))
+    return quantize_linears(model, quantize)
