@@ -24,8 +24,10 @@ def error_line(message: str) -> None:
 
 def acceptance_summary(acceptance: dict, out: str) -> None:
     shown = ", ".join(f"{a:.3f}" for a in acceptance["acceptance"])
+    outside = (f"; {100 * acceptance['outside_draft_vocab']:.2f}% of the target's tokens outside the draft's"
+               " vocabulary" if (acceptance.get("draft_setup") or {}).get("vocab") is not None else "")
     console.print(f"{acceptance['samples']} positions, {acceptance['mode']}: acceptance [{shown}], "
-                  f"none accepted {acceptance['rejected_all']:.3f} -> {out}")
+                  f"none accepted {acceptance['rejected_all']:.3f}{outside} -> {out}")
 
 
 def tree_summary(tree: dict, out: str) -> None:

@@ -61,6 +61,7 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
     vocab = target.get_output_embeddings().out_features
     counts = torch.zeros(DEPTHS_TRACKED, width + 1, dtype=torch.long)  # [depth - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
+    outside = positions = 0
     for index, record in enumerate(records):
         generator = prompt_generator(seed, index, target.device)
         prompt_ids = encode_prompt(tokenizer, record["prompt"], chat_template)
@@ -70,14 +71,18 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
             continuation = generate(target, None, prompt_ids, tree_layout([-1], target.device), sampling,
                                     continuation_tokens, stop, generator).output_ids
         ids = prompt_ids + continuation
-        ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab),
-                               _logits(draft, ids, len(prompt_ids), vocab), sampling, width, generator)
+        draft_logits = _logits(draft, ids, len(prompt_ids), vocab)
+        ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width, generator)
         for depth, rank in zip(run_lengths(ranks), ranks):
             counts[depth - 1, rank] += 1
+        # Tokens the draft cannot propose (outside a sub-vocabulary draft's ids).
+        continued = torch.tensor(continuation, device=draft_logits.device)
+        outside += int(torch.isneginf(draft_logits[torch.arange(len(continuation)), continued]).sum())
+        positions += len(continuation)
         if on_prompt_done:
             on_prompt_done()
     return acceptance_of(counts, sampling, width, prompts=len(records), continuation_tokens=continuation_tokens,
-                         seed=seed, **(run or {}))
+                         seed=seed, outside_draft_vocab=outside / positions if positions else 0.0, **(run or {}))
 
 
 def acceptance_of(counts: torch.Tensor, sampling: Sampling, width: int, **run) -> dict:

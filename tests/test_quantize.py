@@ -165,3 +165,22 @@ def test_a_pair_config_sets_the_default_setup_and_options_override_it(tmp_path, 
         (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config))
         with pytest.raises(BadInput, match=words):
             model_setups("mine", "mine", None, None, None)
+
+
+def test_measure_acceptance_counts_the_target_tokens_a_sub_vocabulary_draft_cannot_propose():
+    from sequoia_cli.models import encode_prompt
+    from stages.measure_acceptance import measure_acceptance
+
+    tokenizer = tiny_tokenizer()
+    target = tiny_model(vocab=len(tokenizer), seed=1)
+    draft = keep_vocab(noisy_copy(target, 0.3), list(range(0, len(tokenizer), 2)))  # the even ids
+    records = [{"prompt": "hello"}, {"prompt": "xyz"}]
+    vector = measure_acceptance(target, draft, tokenizer, records, Sampling(), 4, 12, seed=0, chat_template=False)
+    odd = total = 0
+    for record in records:
+        ids = encode_prompt(tokenizer, record["prompt"], False)
+        continuation = reference_greedy(target, ids, 12)
+        odd, total = odd + sum(token % 2 for token in continuation), total + len(continuation)
+    assert 0 < odd < total and vector["outside_draft_vocab"] == pytest.approx(odd / total)
+    # The draft never proposes an odd token, so no position whose token is odd is accepted.
+    assert vector["rejected_all"] >= odd / total

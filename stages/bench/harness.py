@@ -64,7 +64,7 @@ QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=
                robust_temperatures=(1.0,), robust_size=16, sweep=(),
                sampled_methods=("HF generate", "autoregressive", "Sequoia"), chain_max_size=4, profile_max=32,
                profile_repeats=1, dp_sizes=(64, 256))
-FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 48, 64), robust_tokens=32,
+FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 40, 48), robust_tokens=24,
               acceptance_prompts=4, continuation=48, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((8, 4), (32, 4)), chain_max_size=4,
               profile_max=128)
