@@ -7,6 +7,7 @@ Options shared by several commands are declared once, below, as annotated types.
 import json
 import random
 import sys
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -394,13 +395,14 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="Seed of every draw (each prompt gets its own stream).")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
     draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
+    experiments: Annotated[str, typer.Option(help="Which experiments to run, e.g. 3,4,6 (4 and 6 are measured in 3's runs, so they need 3). A run of some resumes into a run of all with --resume.")] = "1,2,3,4,5,6",
 ):
     """Measure the paper's claims on a model pair, on HumanEval and MT-Bench: tokens per step
     against tree size and temperature, wall clock against Hugging Face generate (plain and
     assisted, greedy and sampled), the optimizer's pick against a sweep of trees, the DP's run time
     and the loop's overhead. The methods of a block run back to back on each prompt, in rotated
     order; figures are geometric means over prompts with 95% bootstrap intervals."""
-    from stages.bench import FULL, QUICK, open_store, run_bench, total_work
+    from stages.bench import FULL, QUICK, check_experiments, open_store, run_bench, total_work
 
     if not (pair or draft or target):
         pair = "qwen2.5-coder"
@@ -408,6 +410,7 @@ def bench_command(
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
     setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
     config, names = QUICK if quick else FULL, bench_names(pair, draft_name, target_name, setups)
+    config = replace(config, experiments=check_experiments(experiment_numbers(experiments)))
     store = open_store(out_dir, config, seed, names, dtype, resume)  # a bad --resume fails before loading
     draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
     with progress_bar() as bar:
@@ -416,6 +419,13 @@ def bench_command(
                            resume=resume, store=store,
                            tick=lambda label, weight: bar.update(task, advance=weight, description=label))
     console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
+
+
+def experiment_numbers(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise BadInput(f"--experiments '{text}': give experiment numbers separated by commas, e.g. 3,4,6") from None
 
 
 def bench_names(pair: Optional[str], draft: str, target: str, setups: dict) -> dict:

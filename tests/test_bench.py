@@ -264,6 +264,36 @@ def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monk
     assert len(cells_of(tmp_path)) == len(cells_of(out))
 
 
+def test_some_experiments_run_alone_and_resume_into_all(whole_run, tiny_pair, tmp_path):
+    out, _, _ = whole_run
+    target, draft, tokenizer = tiny_pair
+    names = {"target": "tiny-t", "draft": "tiny-d"}
+    ticks = []
+    wall_only = dataclasses.replace(TINY, experiments=(3, 6))
+    report = bench.run_bench(target, draft, tokenizer, str(tmp_path), wall_only, seed=3, names=names,
+                             tick=lambda label, weight: ticks.append(weight))
+    assert sum(ticks) == bench.total_work(wall_only) < bench.total_work(TINY)
+    text = report.read_text()
+    assert "## 3. Wall clock" in text and "## 6. Loop overhead" in text and "experiments 3, 6 only" in text
+    assert not any(f"## {n}." in text for n in (1, 2, 4, 5))
+    assert not (tmp_path / "scalability.png").exists() and not (tmp_path / "robustness.png").exists()
+    # No sweep without experiment 4, and only the vectors experiment 3 plans with.
+    assert {k.split(" | ")[0] for k in cells_of(tmp_path)} == {"profile", "acceptance", "plan", "warm-up", "wall clock"}
+    assert not [k for k in cells_of(tmp_path) if "DP size" in k or "t=1 p=1" in k]
+    # Resuming into a run of all experiments reuses every cell and adds the others'.
+    wall = cells_of(tmp_path)
+    bench.run_bench(target, draft, tokenizer, str(tmp_path), TINY, seed=3, names=names, resume=True)
+    resumed = cells_of(tmp_path)
+    assert set(resumed) == set(cells_of(out))
+    assert all(resumed[key] == cell for key, cell in wall.items())  # timed cells kept, not run again
+
+
+@pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((3, 6, 7), "choose among 1-6"), ((), "choose among 1-6")])
+def test_experiments_that_cannot_run_are_refused(chosen, message):
+    with pytest.raises(BadInput, match=message):
+        harness.check_experiments(chosen)
+
+
 def test_a_failed_cell_says_so_and_the_run_goes_on(tiny_pair, tmp_path, monkeypatch):
     def broken(size, k=2):
         raise RuntimeError("boom\nsecond line")
@@ -296,3 +326,6 @@ def test_bench_command_bad_input_is_one_line(pair, tmp_path):
     (tmp_path / bench.CELLS_FILE).write_text('{"run": {"seed": 99}}\n')
     run = sequoia("bench", "--draft", draft, "--target", target, "--out-dir", tmp_path, "--resume", "--quick")
     assert_one_line_error(run, "cells.jsonl", "not the cells of this run")
+    for chosen, message in (("3,x", "separated by commas"), ("6", "need 3")):
+        run = sequoia("bench", "--draft", draft, "--target", target, "--out-dir", tmp_path, "--experiments", chosen)
+        assert_one_line_error(run, "--experiments", message)

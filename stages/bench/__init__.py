@@ -15,30 +15,33 @@ from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
 from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
                                       measure_profile, plan_trees, robustness, scalability, wall_clock, work_units)
-from stages.bench.harness import FULL, QUICK, Config, Run, Store, load_average, machine
+from stages.bench.harness import FULL, QUICK, Config, Run, Store, check_experiments, load_average, machine
 from stages.bench.report import write_report
 
-__all__ = ["FULL", "QUICK", "CELLS_FILE", "Config", "open_store", "total_work", "run_bench"]
+__all__ = ["FULL", "QUICK", "CELLS_FILE", "Config", "check_experiments", "open_store", "total_work", "run_bench"]
 
 CELLS_FILE = "cells.jsonl"
 
 
 def total_work(config: Config) -> int:
     """The sum of the weights `run_bench` ticks, for a progress bar."""
-    return len(WORKLOADS) * work_units(config) + config.new_tokens + 1  # + the profile, the DP timing
+    profile = config.new_tokens if 3 in config.experiments else 0
+    return len(WORKLOADS) * work_units(config) + profile + (5 in config.experiments)
 
 
 def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool) -> Store:
     """`out_dir`/cells.jsonl for this run (mode, seed, models, dtype): with `resume`, the cells an
     interrupted run of the same kind finished; else an empty file. A mismatch is bad input."""
-    return Store(Path(out_dir) / CELLS_FILE, {"config": asdict(config), "seed": seed, "models": names,
-                                              "dtype": dtype}, resume)
+    # Which experiments run is left out: a run of some of them resumes into a run of all.
+    identity = {key: value for key, value in asdict(config).items() if key != "experiments"}
+    return Store(Path(out_dir) / CELLS_FILE, {"config": identity, "seed": seed, "models": names, "dtype": dtype},
+                 resume)
 
 
 def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, seed: int = 0,
               names: dict | None = None, dtype: str | None = None, resume: bool = False, tick=None,
               store: Store | None = None) -> Path:
-    """Run every experiment on both workloads and write the report; returns report.md's path.
+    """Run `config.experiments` on both workloads and write the report; returns report.md's path.
     Each finished cell goes to `out_dir`/cells.jsonl as it ends; `resume` reuses the cells found
     there (`store`: that file, opened already). `tick(label, weight)` is called after each cell;
     the weights sum to `total_work(config)`."""
@@ -55,23 +58,30 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
                                setup["chat_template"]), stop, pad, seed)
             for workload, setup in WORKLOADS.items()]
 
-    profile = measure_profile(store, runs, config, dtype)
-    tick("profile", config.new_tokens)
-    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "hardware", "overhead")}
+    chosen = config.experiments
+    profile = measure_profile(store, runs, config, dtype) if 3 in chosen else {"error": "not measured"}
+    tick("profile", config.new_tokens if 3 in chosen else 0)
+    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "hardware", "overhead", "dp")}
     plans = {}
     for run in runs:
         vectors = acceptance_vectors(store, run, config, tick)
-        plans[run.workload] = plan_trees(store, run, vectors, profile)
         results["vectors"] += [{"workload": run.workload, "setting": name, **vector} for name, vector in vectors.items()]
-        results["scalability"] += scalability(store, run, config, vectors, tick)
-        results["robustness"] += robustness(store, run, config, vectors, tick)
-        tables = wall_clock(store, run, config, plans[run.workload], vectors, tick)
-        results["wall_clock"] += [row for rows in tables.values() for row in rows]
-        results["hardware"] += [{"workload": run.workload, **row}
-                                for row in hardware(tables["greedy"], plans[run.workload]["greedy"], profile, vectors)]
-        results["overhead"] += loop_overhead(tables["greedy"])
-    results["dp"] = dp_timing(config, seed)
-    tick("DP timing", 1)
+        if 1 in chosen:
+            results["scalability"] += scalability(store, run, config, vectors, tick)
+        if 2 in chosen:
+            results["robustness"] += robustness(store, run, config, vectors, tick)
+        if 3 in chosen:
+            plans[run.workload] = plan_trees(store, run, vectors, profile)
+            tables = wall_clock(store, run, config, plans[run.workload], vectors, tick)
+            results["wall_clock"] += [row for rows in tables.values() for row in rows]
+        if 4 in chosen:
+            results["hardware"] += [{"workload": run.workload, **row} for row in
+                                    hardware(tables["greedy"], plans[run.workload]["greedy"], profile, vectors)]
+        if 6 in chosen:
+            results["overhead"] += loop_overhead(tables["greedy"])
+    if 5 in chosen:
+        results["dp"] = dp_timing(config, seed)
+    tick("DP timing", 1 if 5 in chosen else 0)
     results.update(
         config=asdict(config), seed=seed, machine=facts, models=names or {}, profile=profile, plans=plans,
         prompts={run.workload: {"decode": list(range(config.prompts)),

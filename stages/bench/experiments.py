@@ -47,10 +47,12 @@ def setting_name(sampling: Sampling) -> str:
 
 
 def vector_settings(config: Config) -> dict[str, Sampling]:
-    """Every setting a vector is measured at: experiment 3's two, and experiment 1's temperatures."""
-    settings = {setting_name(s): s for s in SETTINGS.values()}
-    settings.update({setting_name(sampling_at(t)): sampling_at(t) for t in config.scale_temperatures})
-    return settings
+    """Every setting a vector is measured at for the chosen experiments: 3's two settings, 2's tree
+    setting and 1's temperatures."""
+    chosen = config.experiments
+    wanted = (list(SETTINGS.values()) if 3 in chosen else []) + ([SETTINGS[ROBUST_TREE_SETTING]] if 2 in chosen else [])
+    wanted += [sampling_at(t) for t in config.scale_temperatures] if 1 in chosen else []
+    return {setting_name(s): s for s in wanted}
 
 
 def sweep_name(size: int, depth: int) -> str:
@@ -59,7 +61,8 @@ def sweep_name(size: int, depth: int) -> str:
 
 def wall_methods(setting: str, config: Config) -> list[str]:
     if setting == "greedy":
-        return list(WALL_METHODS) + [sweep_name(*point) for point in config.sweep]
+        sweep = config.sweep if 4 in config.experiments else ()
+        return list(WALL_METHODS) + [sweep_name(*point) for point in sweep]
     return [m for m in WALL_METHODS if not config.sampled_methods or m in config.sampled_methods]
 
 
@@ -70,12 +73,13 @@ def scale_families(size: int, config: Config) -> list[str]:
 def work_units(config: Config) -> int:
     """The weight of every tick a workload makes (a cell's weight: the tokens it asks for), for the
     progress bar's estimate of the time left."""
+    chosen = config.experiments
     vectors = len(vector_settings(config)) * config.acceptance_prompts * config.continuation
-    scale = config.scale_prompts * (
-        sum(len(scale_families(s, config)) * t for s, t in zip(config.sizes, config.scale_tokens))
-        * len(config.scale_temperatures) + len(ROBUST_METHODS) * len(config.robust_temperatures) * config.robust_tokens)
-    wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS)
-    return vectors + scale + wall + 2 * WARMUP_TOKENS
+    scale = config.scale_prompts * sum(len(scale_families(s, config)) * t for s, t in zip(config.sizes, config.scale_tokens)
+                                       ) * len(config.scale_temperatures) if 1 in chosen else 0
+    robust = config.scale_prompts * len(ROBUST_METHODS) * len(config.robust_temperatures) * config.robust_tokens
+    wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS) + 2 * WARMUP_TOKENS
+    return vectors + scale + (robust if 2 in chosen else 0) + (wall if 3 in chosen else 0)
 
 
 def failing(reason: str):
@@ -250,7 +254,7 @@ def wall_trees(setting: str, plan: dict, config: Config, vectors: dict) -> dict:
     """method name -> its tree (None for Hugging Face's, a reason where the tree could not be had)."""
     trees = {"HF generate": None, "HF assisted": None, "autoregressive": [-1], "chain 4": chain_parents(4),
              "SpecInfer 4x4": kxd_parents(4, 4), "Sequoia": plan.get("parents") or plan["error"]}
-    for size, depth in config.sweep if setting == "greedy" else ():
+    for size, depth in config.sweep if setting == "greedy" and 4 in config.experiments else ():
         trees[sweep_name(size, depth)] = tree_or_reason(
             lambda: dp_tree(vector_of(vectors, SETTINGS["greedy"]), size, depth)[0])
     return {name: trees[name] for name in wall_methods(setting, config)}

@@ -53,6 +53,21 @@ class Config:
     dp_depth: int = 32
     dp_width: int = 32
     resamples: int = 2000  # bootstrap resamples per interval
+    experiments: tuple = (1, 2, 3, 4, 5, 6)  # 4 and 6 are measured in 3's runs
+
+
+EXPERIMENTS = (1, 2, 3, 4, 5, 6)
+
+
+def check_experiments(chosen: tuple) -> tuple:
+    """The experiments to run, sorted; 4 (the sweep, in 3's greedy blocks) and 6 (from 3's runs)
+    need 3."""
+    unknown = sorted(set(chosen) - set(EXPERIMENTS))
+    if unknown or not chosen:
+        raise BadInput(f"--experiments {','.join(map(str, chosen))}: choose among 1-6")
+    if {4, 6} & set(chosen) and 3 not in chosen:
+        raise BadInput("--experiments: 4 and 6 are measured in experiment 3's runs, so they need 3")
+    return tuple(sorted(set(chosen)))
 
 
 # Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6. Experiments 1

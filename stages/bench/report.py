@@ -165,7 +165,8 @@ def setup_section(results: dict) -> str:
     models, load = results["models"], results["load_average"]
     lines = [
         f"- run: `{c['name']}` mode, seed {results['seed']}, {results['seconds'] / 60:.1f} minutes"
-        + (" (resumed: earlier cells reused)" if results["resumed"] else ""),
+        + (" (resumed: earlier cells reused)" if results["resumed"] else "")
+        + ("" if len(c["experiments"]) == 6 else f"; experiments {', '.join(map(str, c['experiments']))} only"),
         f"- models: target `{models.get('target', '?')}`, draft `{models.get('draft', '?')}`",
         f"- machine: {m['cpu']} ({m['cores']} cores), {m.get('gpu', 'no GPU')}; device {m['device']}, dtype {m['dtype']},"
         f" torch threads {m['threads']}; load average (1, 5, 15 min) at start {load['start']}, at end {load['end']}",
@@ -281,14 +282,16 @@ def write_report(out_dir: str, results: dict) -> Path:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     config = results["config"]
-    plot_scalability(results["scalability"], config, folder / "scalability.png")
-    plot_robustness(results["robustness"], config["robust_size"], folder / "robustness.png")
+    chosen = config["experiments"]
+    if 1 in chosen:
+        plot_scalability(results["scalability"], config, folder / "scalability.png")
+    if 2 in chosen:
+        plot_robustness(results["robustness"], config["robust_size"], folder / "robustness.png")
     sampled = setting_name(SETTINGS["sampled"])
     wall = [f"### {workload}, {setting if setting == 'greedy' else sampled}\n\n"
             + wall_section(results["wall_clock"], workload, setting) for workload in WORKLOADS for setting in SETTINGS]
-    sections = [
-        "# sequoia bench\n\n" + setup_section(results),
-        "## 1. Scalability: tokens per step against tree size\n\n"
+    sections = {
+        1: "## 1. Scalability: tokens per step against tree size\n\n"
         "Real decodes through `generate`, no clock. Tokens per step: each step counts the tokens it adds on"
         " average over verification's random draws, given the tree the draft drew (the same mean as the tokens"
         " it realized, without the variance of the coin flips); summed over every step of every prompt and"
@@ -300,25 +303,26 @@ def write_report(out_dir: str, results: dict) -> Path:
         f" {config['chain_max_size']}: one draft forward per token). The paired columns are the DP tree's tokens/step"
         " over the other tree's on the same prompts, resampled together.\n\n"
         "![scalability](scalability.png)\n\n" + scalability_section(results["scalability"], config),
-        f"## 2. Robustness: tokens per step against temperature\n\nOne tree per workload: the DP tree of size"
+        2: f"## 2. Robustness: tokens per step against temperature\n\nOne tree per workload: the DP tree of size"
         f" {config['robust_size']} from the {ROBUST_TREE_SETTING} vector; the method sets how children are drawn"
         " and verified (top-p 1). Tokens per step as in experiment 1.\n\n![robustness](robustness.png)\n\n"
         + robustness_section(results["robustness"], config),
-        "## 3. Wall clock\n\nHF: `target.generate` (greedy, or `do_sample` with the same temperature and top-p and"
+        3: "## 3. Wall clock\n\nHF: `target.generate` (greedy, or `do_sample` with the same temperature and top-p and"
         " no top-k cut), and with `assistant_model=draft` at its default schedule. Ours: autoregressive (size 1),"
         " a chain of 4, a SpecInfer 4x4 tree, and Sequoia with `optimize`'s tree for the setting's vector."
         " Speedup: the geometric mean over prompts of the method's tokens/s over HF generate's on the same"
         " prompt. Seconds include the prompt's prefill.\n\n" + "\n\n".join(wall),
-        "## 4. Hardware awareness, greedy\n\nThe optimizer's pick and a sweep of DP trees (size, depth bound),"
+        4: "## 4. Hardware awareness, greedy\n\nThe optimizer's pick and a sweep of DP trees (size, depth bound),"
         " measured in experiment 3's greedy blocks. Measured speedup: over our autoregressive run on the same"
         " prompts (geometric mean of per-prompt ratios); predicted: the optimizer's cost model with this run's"
         " profile.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
-        "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
+        5: "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
         + dp_section(results["dp"]),
-        "## 6. Loop overhead\n\nExperiment 3's greedy runs of our engine, timed with forward hooks on both models;"
+        6: "## 6. Loop overhead\n\nExperiment 3's greedy runs of our engine, timed with forward hooks on both models;"
         " outside = wall time minus the time inside both models' forwards.\n\n" + overhead_section(results["overhead"]),
-    ]
+    }
     write_json(str(folder / "bench.json"), results)
     report = folder / "report.md"
-    write_text(str(report), "\n\n".join(sections) + "\n")
+    text = "# sequoia bench\n\n" + setup_section(results)
+    write_text(str(report), "\n\n".join([text] + [sections[number] for number in chosen]) + "\n")
     return report
