@@ -181,7 +181,37 @@ def check_acceptance(path: str, artifact: dict) -> dict:
     for name in ("temperature", "top_p"):
         if artifact.get(name) is not None:
             check.number(artifact[name], name, 0.0)
+    if "acceptance_by_level" in artifact:
+        _check_rows(check, artifact["acceptance_by_level"], "acceptance_by_level")
+    if "counts" in artifact:
+        counts = artifact["counts"]
+        if not isinstance(counts, list) or not counts or not all(isinstance(row, list) for row in counts):
+            check.fail("'counts' must be a non-empty list of rows (by level) of counts by rank")
+        for level, row in enumerate(counts):
+            if len(row) != len(counts[0]):
+                check.fail(f"'counts[{level}]' has {len(row)} entries, 'counts[0]' {len(counts[0])}")
+            for rank, count in enumerate(row):
+                check.integer(count, f"counts[{level}][{rank}]")
     return artifact
+
+
+def _check_rows(check: _Checker, rows, name: str) -> list[list[float]]:
+    """Acceptance rows by level: each a vector (entries in [0, 1], sum <= 1)."""
+    if not isinstance(rows, list) or not rows:
+        check.fail(f"'{name}' must be a non-empty list of acceptance vectors, one per level")
+    for level, row in enumerate(rows):
+        check.number_list(row, f"{name}[{level}]", 0.0, 1.0)
+        if sum(row) > 1.0 + 1e-6:
+            check.fail(f"'{name}[{level}]' sums to {sum(row):.6f} > 1")
+    return rows
+
+
+def planning_acceptance(artifact: dict, positional: bool = False):
+    """What the DP plans with: the rows by level where the artifact has them (unless
+    `positional`), else the single vector."""
+    if not positional and artifact.get("acceptance_by_level"):
+        return artifact["acceptance_by_level"]
+    return artifact["acceptance"]
 
 
 def check_tree(path: str, artifact: dict) -> dict:
@@ -200,13 +230,17 @@ def check_tree(path: str, artifact: dict) -> dict:
     depth = check.integer(check.field("depth"), "depth", 0)
     if depth != max(depths(parents)):
         check.fail(f"'depth' is {depth} but the tree in 'parents' has depth {max(depths(parents))}")
+    if "acceptance_by_level" in artifact:
+        _check_rows(check, artifact["acceptance_by_level"], "acceptance_by_level")
     if "acceptance" in artifact:
-        acceptance = check.number_list(artifact["acceptance"], "acceptance", 0.0, 1.0)
+        check.number_list(artifact["acceptance"], "acceptance", 0.0, 1.0)
         if "expected_tokens" in artifact:
             stated = check.number(artifact["expected_tokens"], "expected_tokens", 1.0)
-            actual = expected_tokens(parents, acceptance)
+            by_level = artifact.get("planned_by") == "level" and "acceptance_by_level" in artifact
+            actual = expected_tokens(parents, planning_acceptance(artifact, not by_level))
             if abs(stated - actual) > 1e-6 * max(1.0, actual):
-                check.fail(f"'expected_tokens' is {stated} but the tree and 'acceptance' give {actual:.6f}")
+                used = "acceptance_by_level" if by_level else "acceptance"
+                check.fail(f"'expected_tokens' is {stated} but the tree and '{used}' give {actual:.6f}")
     return artifact
 
 
@@ -276,16 +310,43 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
             "stderr": stderr, **extra}
 
 
+def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: float, top_p: float, width: int,
+                           **run) -> dict:
+    """The acceptance artifact of counts[level - 1][rank] (rank 0: none accepted): the vector over
+    every level, the rows by level down to the deepest measured (the last standing for every
+    deeper level), each with its samples and standard errors, and the counts themselves."""
+    def vector(row: list[int]) -> tuple[list[float], list[float]]:
+        samples = sum(row)
+        acceptance = [c / samples if samples else 0.0 for c in row[1:]]
+        return acceptance, [math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance]
+
+    total = [sum(column) for column in zip(*counts)]
+    samples = sum(total)
+    acceptance, stderr = vector(total)
+    levels = [row for row in counts if sum(row)]
+    by_level = {"acceptance_by_level": [vector(row)[0] for row in levels], "samples_by_level": [sum(r) for r in levels],
+                "stderr_by_level": [vector(row)[1] for row in levels]} if levels else {}
+    return acceptance_artifact(mode, temperature, top_p, width, acceptance,
+                               rejected_all=total[0] / samples if samples else 1.0, samples=samples, stderr=stderr,
+                               **by_level, counts=counts, **run)
+
+
 def provenance(acceptance: dict) -> dict:
     """What an acceptance vector was measured under, carried into a tree for `decode`."""
     keys = ("mode", "temperature", "top_p", "draft", "target", "dataset", "draft_setup", "target_setup")
     return {key: acceptance[key] for key in keys if key in acceptance}
 
 
-def tree_artifact(parents: list[int], acceptance: dict, expected: float, plan: dict | None = None) -> dict:
-    """A tree planned from the acceptance artifact `acceptance` (and, from optimize, a `plan`)."""
+def tree_artifact(parents: list[int], acceptance: dict, expected: float, positional: bool = False,
+                  plan: dict | None = None) -> dict:
+    """A tree planned from the acceptance artifact `acceptance` (and, from optimize, a `plan`):
+    `planned_by` says whether its `expected_tokens` come from the rows by level or the one vector;
+    both are carried, so that decode can set what it measures beside either prediction."""
     tree = {"format": format_of(TREE), "parents": parents, "size": len(parents), "depth": max(depths(parents)),
             "expected_tokens": expected, "acceptance": acceptance["acceptance"], "source": provenance(acceptance)}
+    if acceptance.get("acceptance_by_level"):
+        tree["acceptance_by_level"] = acceptance["acceptance_by_level"]
+    tree["planned_by"] = "positional" if positional or "acceptance_by_level" not in tree else "level"
     if plan is not None:
         tree["plan"] = plan
     return tree
@@ -298,10 +359,11 @@ def table_artifact(acceptance: list[float], expected: list[list[float | None]]) 
             "max_depth": len(expected) - 1, "expected": expected}
 
 
-def profile_artifact(machine: dict, context_length: int, repeats: int, warmup: int, sections: dict) -> dict:
+def profile_artifact(machine: dict, context_length: int, repeats: int, warmup: int, sections: dict,
+                     **extra) -> dict:
     """`sections`: {"target": {"model", "ms"}, "draft": {...}} with ms keyed by token count."""
     return {"format": format_of(PROFILE), **machine, "context_length": context_length, "repeats": repeats,
-            "warmup": warmup, **sections}
+            "warmup": warmup, **extra, **sections}
 
 
 def stats_artifact(figures: dict, **run) -> dict:

@@ -7,6 +7,7 @@ Options shared by several commands are declared once, below, as annotated types.
 import json
 import random
 import sys
+import tempfile
 from dataclasses import replace
 from typing import Annotated, Optional
 
@@ -47,8 +48,12 @@ Temperature = Annotated[Optional[float], typer.Option(help="Sampling temperature
 TopP = Annotated[Optional[float], typer.Option(help="Nucleus sampling mass in (0, 1].")]
 DraftQuantize = Annotated[Optional[str], typer.Option(help="none, int8 or int4: weight-only quantization of the draft's linear layers, its output layer included (the output never changes). Default: the pair's setting, else none.")]
 TargetQuantize = Annotated[Optional[str], typer.Option(help="none, int8 or int4: weight-only quantization of the target's linear layers; the target then is that quantized model. Default: the pair's setting, else none.")]
+DeviceMap = Annotated[Optional[str], typer.Option(help="Place the target with accelerate: auto, balanced, sequential, or a JSON file mapping module names to devices (cpu, cuda:N, disk). The draft stays whole on --device. Default: auto when --max-memory or --offload-folder is given, else the whole target on --device.")]
+MaxMemory = Annotated[Optional[str], typer.Option(help="DEVICE=SIZE[,DEVICE=SIZE...], e.g. cpu=1GiB,cuda:0=20GiB: the most of the target's weights each device may hold; the rest goes to --offload-folder and is streamed in at every forward.")]
+OffloadFolder = Annotated[Optional[str], typer.Option(help="Folder for the target's weights that fit on no device (read from disk at every forward).")]
 DraftVocab = Annotated[Optional[int], typer.Option(help="The draft proposes only from N token ids: every special token and the lowest ids (a BPE vocabulary's most frequent tokens). Default: the pair's setting, else the whole vocabulary.")]
 AcceptanceFile = Annotated[str, typer.Option("--acceptance", help="A sequoia-acceptance/1 file ('-' for standard input).")]
+Positional = Annotated[bool, typer.Option("--positional", help="Plan with the single acceptance vector at every level (the paper's DP), not with the file's rows by level.")]
 
 
 def sampling_options(greedy: bool, temperature: Optional[float], top_p: Optional[float],
@@ -89,10 +94,17 @@ def model_names(pair: Optional[str], draft: Optional[str], target: Optional[str]
     return draft if need_draft else None, target
 
 
+def target_placement(device_map: Optional[str], max_memory: Optional[str], offload_folder: Optional[str]):
+    from sequoia_cli.models import placement_of
+
+    return placement_of(device_map, max_memory, offload_folder)
+
+
 def model_setups(draft_name: Optional[str], target_name: str, draft_quantize: Optional[str],
-                 target_quantize: Optional[str], draft_vocab: Optional[int]) -> dict:
-    """{"draft": {"quantize", "vocab"}, "target": {...}}: the options given, else the defaults of the
-    pair a model comes from (its `setup:` in configs/), else none and the whole vocabulary."""
+                 target_quantize: Optional[str], draft_vocab: Optional[int], placement: Optional[dict] = None) -> dict:
+    """{"draft": {"quantize", "vocab"}, "target": {..., "placement"}}: the options given, else the
+    defaults of the pair a model comes from (its `setup:` in configs/), else none and the whole
+    vocabulary; the target's placement (models.placement_of), None for whole on --device."""
     from sequoia_cli.pairs import pair_config, pair_names
     from sequoia_cli.quantize import QUANTIZE
 
@@ -100,12 +112,15 @@ def model_setups(draft_name: Optional[str], target_name: str, draft_quantize: Op
         return pair_config(name)[role].get("setup", {}).get(key) if name in pair_names() else None
 
     setups = {"target": {"quantize": target_quantize or default(target_name, "target", "quantize") or "none",
-                         "vocab": None},
+                         "vocab": None, "placement": placement},
               "draft": {"quantize": draft_quantize or default(draft_name, "draft", "quantize") or "none",
                         "vocab": draft_vocab if draft_vocab is not None else default(draft_name, "draft", "vocab")}}
     for role, setup in setups.items():
         if setup["quantize"] not in QUANTIZE:
             raise BadInput(f"--{role}-quantize '{setup['quantize']}' is not one of {', '.join(QUANTIZE)}")
+    if placement and setups["target"]["quantize"] != "none":
+        raise BadInput("--target-quantize and a placement (--device-map, --max-memory, --offload-folder) do not go"
+                       " together: accelerate streams the target's own weights")
     return setups
 
 
@@ -123,8 +138,9 @@ def load_pair(draft_name: Optional[str], target_name: str, device: str, dtype: s
             kept_ids(tokenizer, setups["draft"]["vocab"], len(tokenizer))  # a bad N fails before loading
     for role in ("target", "draft") if draft_name else ("target",):
         check_kernels(setups[role]["quantize"], where, f"--{role}-quantize")
-    with console.status(f"loading target {target_name} ({dtype}, {device})"):
-        target = set_up(load_model(target_name, "target", where, precision), tokenizer,
+    placement = setups["target"].get("placement")
+    with console.status(f"loading target {target_name} ({dtype}, {'placed by accelerate' if placement else device})"):
+        target = set_up(load_model(target_name, "target", where, precision, placement), tokenizer,
                         setups["target"]["quantize"], None)
     draft = None
     if draft_name:
@@ -184,8 +200,11 @@ def measure_acceptance_command(
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16", no_chat_template: NoChatTemplate = False,
     draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
+    device_map: DeviceMap = None, max_memory: MaxMemory = None, offload_folder: OffloadFolder = None,
+    shard: Annotated[Optional[str], typer.Option(help="I/N: measure prompts I, I+N, I+2N, ... only (0-based), e.g. on N machines; merge the shards with merge-acceptance.")] = None,
 ):
-    """Measure the acceptance vector: how often the target accepts the draft's k-th child."""
+    """Measure the acceptance vector: how often the target accepts the draft's k-th child, overall
+    and by level (1: right after a rejection, l: after l-1 accepted positions, 4: 4 or more)."""
     from sequoia_cli.engine import Sampling
     from stages.measure_acceptance import measure_acceptance
 
@@ -194,19 +213,49 @@ def measure_acceptance_command(
         raise BadInput(f"--width is {width}: draw at least 1 child")
     if continuation_tokens < 1:
         raise BadInput(f"--continuation-tokens is {continuation_tokens}: use at least 1")
+    part, parts = shard_of(shard)
     writable(out)
     records = prompt_records(data, prompt_field, max_prompts)
+    if part >= len(records):
+        raise BadInput(f"--shard {shard}: the data has only {len(records)} prompts")
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
-    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab,
+                          target_placement(device_map, max_memory, offload_folder))
     draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
     with progress_bar() as bar:
-        task = bar.add_task("measuring", total=len(records))
+        task = bar.add_task("measuring", total=len(range(part, len(records), parts)))
         acceptance = measure_acceptance(
             target_model, draft_model, tokenizer, records, Sampling(temperature, top_p), width, continuation_tokens,
             seed, chat_template=not no_chat_template, use_reference=use_reference,
-            on_prompt_done=lambda: bar.advance(task),
+            on_prompt_done=lambda: bar.advance(task), shard=(part, parts),
             run=dict(draft=draft_name, target=target_name, dataset=data, device=device, dtype=dtype,
                      draft_setup=setups["draft"], target_setup=setups["target"]))
+    artifacts.write_json(out, acceptance)
+    render.acceptance_summary(acceptance, out)
+
+
+def shard_of(text: Optional[str]) -> tuple[int, int]:
+    """(I, N) of --shard I/N; (0, 1) without it."""
+    if text is None:
+        return 0, 1
+    part, _, parts = text.partition("/")
+    if not (part.isdigit() and parts.isdigit() and int(part) < int(parts)):
+        raise BadInput(f"--shard '{text}': give I/N with 0 <= I < N, e.g. 0/4")
+    return int(part), int(parts)
+
+
+@app.command("merge-acceptance", epilog="Example: sequoia merge-acceptance acc-0.json acc-1.json --out acc.json")
+def merge_acceptance_command(
+    shards: Annotated[list[str], typer.Argument(help="Acceptance files of measure-acceptance --shard I/N ('-': standard input, once).")],
+    out: Out,
+):
+    """Merge the shards of one acceptance measurement exactly (from their counts): the result is
+    the measurement of all their prompts. Shards of other models, setups, sampling settings or
+    widths are refused."""
+    from stages.merge_acceptance import merge_acceptance
+
+    writable(out)
+    acceptance = merge_acceptance([(path, artifacts.read_acceptance(path)) for path in shards])
     artifacts.write_json(out, acceptance)
     render.acceptance_summary(acceptance, out)
 
@@ -217,12 +266,14 @@ def build_tree_command(
     size: Annotated[int, typer.Option(help="Number of nodes, root included (= tokens the target verifies per step).")],
     max_depth: Annotated[Optional[int], typer.Option(help="Longest root-to-leaf path in edges (= draft forwards per step). Default: no bound.")] = None,
     table: Annotated[Optional[str], typer.Option(help="Also write the whole E(n, d) table here (JSON).")] = None,
+    positional: Positional = False,
 ):
-    """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program)."""
+    """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program;
+    by level where the acceptance file has rows by level)."""
     from stages.build_tree import build_tree
 
     writable(out, table)
-    tree, table_artifact = build_tree(artifacts.read_acceptance(acceptance), size, max_depth)
+    tree, table_artifact = build_tree(artifacts.read_acceptance(acceptance), size, max_depth, positional)
     artifacts.write_json(out, tree)
     if table:
         artifacts.write_json(table, table_artifact)
@@ -236,26 +287,30 @@ def profile_hw_command(
     pair: Annotated[Optional[str], typer.Option(help="A pair name from configs/: profiles both models.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Largest token count to time (1..8, then powers of two up to this).")] = 128,
     context_length: Annotated[int, typer.Option(help="Tokens already in the KV cache during each timed forward.")] = 256,
-    repeats: Annotated[int, typer.Option(help="Timed forwards per count (the median is kept).")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed forwards per count first.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Rounds: each times every (model, count) twice, out and back in a rotated order; the median over rounds is kept.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed forwards per (model, count) first.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
     draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
+    device_map: DeviceMap = None, max_memory: MaxMemory = None, offload_folder: OffloadFolder = None,
 ):
-    """Time one forward of n tokens on a KV cache, for the target (and the draft)."""
+    """Time one forward of n tokens on a KV cache, for the target (and the draft). The machine's
+    speed drifts, so every count is timed in interleaved rounds as a ratio to the target's t(1)
+    of the same round: the curves' shape holds however far the absolute speed moved."""
     from stages.profile_hw import check_request, profile_hw, token_counts
 
     token_counts(max_tokens)
     writable(out)
     draft_name, target_name = model_names(pair, draft, target, need_draft=bool(pair or draft))
-    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab,
+                          target_placement(device_map, max_memory, offload_folder))
     draft_model, target_model, _ = load_pair(draft_name, target_name, device, dtype, setups)
     models = {"target": (target_name, target_model)}
     if draft_model is not None:
         models["draft"] = (draft_name, draft_model)
-    counts = check_request(models, max_tokens, context_length, repeats, warmup)
+    check_request(models, max_tokens, context_length, repeats, warmup)
     with progress_bar() as bar:
-        task = bar.add_task("timing", total=len(counts) * len(models))
+        task = bar.add_task("timing", total=repeats)
         profile = profile_hw(models, dtype, max_tokens, context_length, repeats, warmup, seed,
                              lambda: bar.advance(task), setups)
     artifacts.write_json(out, profile)
@@ -269,14 +324,23 @@ def optimize_command(
     max_size: Annotated[Optional[int], typer.Option(help="Largest tree to weigh. Default: the largest profiled target count.")] = None,
     max_depth: Annotated[Optional[int], typer.Option(help="Deepest tree to weigh. Default: no bound.")] = None,
     show: Annotated[int, typer.Option(help="How many of the best candidates to print.")] = 10,
+    positional: Positional = False,
 ):
-    """Pick the tree size and depth with the best predicted speed on the profiled hardware."""
+    """Pick the tree size and depth with the best predicted speed on the profiled hardware.
+
+    Cost model: a step costs the target's forward over the whole tree, plus one draft forward per
+    level but the last, each over that level's nodes; the first reads the root and, when the last
+    step accepted a node of the deepest level (which the draft never read), that node too (2 tokens
+    with the probability that the walk reaches the deepest level). Times come from the profile,
+    interpolated between its counts. Predicted speedup = expected tokens per step x target t(1) /
+    step time."""
     from stages.optimize import optimize
 
     if acceptance == "-" and profile == "-":
         raise BadInput("--acceptance and --profile cannot both be standard input")
     writable(out)
-    tree = optimize(artifacts.read_acceptance(acceptance), artifacts.read_profile(profile), max_size, max_depth)
+    tree = optimize(artifacts.read_acceptance(acceptance), artifacts.read_profile(profile), max_size, max_depth,
+                    positional)
     artifacts.write_json(out, tree)
     render.plan_table(tree, out, show)
 
@@ -305,12 +369,13 @@ def decode_command(
     stats: Annotated[Optional[str], typer.Option(help="Write the run's figures here (JSON).")] = None,
     device: Device = "cpu", dtype: Dtype = "bfloat16", no_chat_template: NoChatTemplate = False,
     draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
+    device_map: DeviceMap = None, max_memory: MaxMemory = None, offload_folder: OffloadFolder = None,
 ):
     """Generate text with the target, sped up by the draft and a token tree; the output follows the
     target's own distribution (with --greedy in float32: token for token)."""
-    from sequoia_cli.engine import Sampling, context_length, tree_layout
+    from sequoia_cli.engine import Sampling, context_length, input_device, tree_layout
     from sequoia_cli.models import encode_prompts
-    from stages.decode import decode_prompts, method_parents, summarize, verification
+    from stages.decode import decode_prompts, method_parents, predictions, summarize, verification
 
     if (prompt is None) == (data is None):
         raise BadInput("give exactly one of --prompt TEXT and --data PROMPTS")
@@ -322,11 +387,12 @@ def decode_command(
     writable(out, stats)
     prompts = [prompt] if prompt is not None else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
     draft_name, target_name = model_names(pair, draft, target, need_draft=len(parents) > 1)
-    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab,
+                          target_placement(device_map, max_memory, offload_folder))
     for warning in setup_mismatches(tree_artifact, setups):
         console.print(f"warning: {warning}", soft_wrap=True)
     draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
-    layout = tree_layout(parents, target_model.device)
+    layout = tree_layout(parents, input_device(target_model))
     sampling = Sampling(temperature, top_p, verification(method))
     seed = random.randrange(2**31) if seed is None else seed
     context = min(context_length(m) for m in (target_model, draft_model) if m is not None)
@@ -348,7 +414,8 @@ def decode_command(
     if out:
         artifacts.write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     figures = artifacts.stats_artifact(
-        summarize(records, layout, tree_artifact.get("expected_tokens") if tree_artifact else None),
+        summarize(records, layout, tree_artifact.get("expected_tokens") if tree_artifact else None,
+                  predictions(tree_artifact, parents)),
         method=method, temperature=temperature, top_p=top_p, seed=seed, draft=draft_name, target=target_name,
         device=device, dtype=dtype)
     if stats:
@@ -358,15 +425,16 @@ def decode_command(
 
 def setup_mismatches(tree: Optional[dict], setups: dict) -> list[str]:
     """One line per model whose setup differs from the one the tree was planned for (its
-    acceptance vector's, its profile's)."""
+    acceptance vector's, its profile's; placement changes the speed, not the acceptance)."""
     if not tree:
         return []
-    planned = [("an acceptance vector", tree.get("source", {})), ("a profile", tree.get("plan", {}))]
+    planned = [("an acceptance vector", tree.get("source", {}), ("quantize", "vocab")),
+               ("a profile", tree.get("plan", {}), ("quantize", "vocab", "placement"))]
     lines = []
     for role in ("draft", "target"):
-        for origin, record in planned:
+        for origin, record, keys in planned:
             setup = record.get(f"{role}_setup")
-            if setup is not None and setup != setups[role]:
+            if setup is not None and any(setup.get(key) != setups[role].get(key) for key in keys):
                 lines.append(f"the tree was planned from {origin} of the {role} at {describe(setup)};"
                              f" this run's {role} is at {describe(setups[role])}")
     return lines
@@ -374,7 +442,8 @@ def setup_mismatches(tree: Optional[dict], setups: dict) -> list[str]:
 
 def describe(setup: dict) -> str:
     vocab = "whole vocabulary" if setup.get("vocab") is None else f"vocabulary {setup['vocab']}"
-    return f"quantize {setup.get('quantize', 'none')}, {vocab}"
+    placement = f", placed {json.dumps(setup['placement'])}" if setup.get("placement") else ""
+    return f"quantize {setup.get('quantize', 'none')}, {vocab}{placement}"
 
 
 @app.command("compare", epilog="Example: sequoia compare runs/sequoia.json runs/autoregressive.json")
@@ -395,7 +464,8 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="Seed of every draw (each prompt gets its own stream).")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
     draft_quantize: DraftQuantize = None, target_quantize: TargetQuantize = None, draft_vocab: DraftVocab = None,
-    experiments: Annotated[str, typer.Option(help="Which experiments to run, e.g. 3,4,6 (4 and 6 are measured in 3's runs, so they need 3). A run of some resumes into a run of all with --resume.")] = "1,2,3,4,5,6",
+    device_map: DeviceMap = None, max_memory: MaxMemory = None, offload_folder: OffloadFolder = None,
+    experiments: Annotated[Optional[str], typer.Option(help="Which experiments to run, e.g. 3,4,6 (4 and 6 are measured in 3's runs, so they need 3). Default: 1-7, and 1-6 with --quick (7, the offloaded target, takes about 6 minutes). A run of some resumes into a run of all with --resume.")] = None,
 ):
     """Measure the paper's claims on a model pair, on HumanEval and MT-Bench: tokens per step
     against tree size and temperature, wall clock against Hugging Face generate (plain and
@@ -408,17 +478,33 @@ def bench_command(
         pair = "qwen2.5-coder"
     writable(f"{out_dir}/report.md")
     draft_name, target_name = model_names(pair, draft, target, need_draft=True)
-    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab)
+    setups = model_setups(draft_name, target_name, draft_quantize, target_quantize, draft_vocab,
+                          target_placement(device_map, max_memory, offload_folder))
     config, names = QUICK if quick else FULL, bench_names(pair, draft_name, target_name, setups)
-    config = replace(config, experiments=check_experiments(experiment_numbers(experiments)))
+    if experiments is not None:
+        config = replace(config, experiments=check_experiments(experiment_numbers(experiments)))
     store = open_store(out_dir, config, seed, names, dtype, resume)  # a bad --resume fails before loading
     draft_model, target_model, tokenizer = load_pair(draft_name, target_name, device, dtype, setups)
-    with progress_bar() as bar:
-        task = bar.add_task(f"bench ({config.name})", total=total_work(config))
-        report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed, names=names, dtype=dtype,
-                           resume=resume, store=store,
-                           tick=lambda label, weight: bar.update(task, advance=weight, description=label))
+    with tempfile.TemporaryDirectory(prefix="sequoia-offload-") as offload_folder:
+        offloaded = None
+        if 7 in config.experiments:  # the same target, most of its weights in a folder removed afterwards
+            from sequoia_cli.models import dtype_of, load_model, placement_of
+
+            placement = placement_of("auto", f"cpu={config.offload_memory}", offload_folder)
+            with console.status(f"loading target {target_name} again, offloaded (experiment 7)"):
+                offloaded = load_model(target_name, "target", torch_device(device), dtype_of(dtype), placement)
+        with progress_bar() as bar:
+            task = bar.add_task(f"bench ({config.name})", total=total_work(config))
+            report = run_bench(target_model, draft_model, tokenizer, out_dir, config, seed, names=names, dtype=dtype,
+                               resume=resume, store=store, offloaded_target=offloaded,
+                               tick=lambda label, weight: bar.update(task, advance=weight, description=label))
     console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
+
+
+def torch_device(name: str):
+    from sequoia_cli.models import device_of
+
+    return device_of(name)
 
 
 def experiment_numbers(text: str) -> tuple:
@@ -440,6 +526,7 @@ def bench_names(pair: Optional[str], draft: str, target: str, setups: dict) -> d
     for role, setup in setups.items():
         shown = [setup["quantize"]] if setup["quantize"] != "none" else []
         shown += [f"vocabulary {setup['vocab']}"] if setup["vocab"] is not None else []
+        shown += [f"placed {json.dumps(setup['placement'])}"] if setup.get("placement") else []
         names[role] += f", {', '.join(shown)}" if shown else ""
     return names
 

@@ -1,11 +1,13 @@
-"""The cost model the optimizer plans with (SPEC): a step with tree T costs target_ms(size) plus,
-for each level l < depth, draft_ms(width of level l): the draft reads a level's nodes to propose
-the next level, so a wide level costs more than one token. Predicted speedup over autoregressive
-decoding = E(T) * target_ms(1) / step_ms(T)."""
+"""The cost model the optimizer plans with (SPEC, with the draft's first level as the engine pays
+it): a step with tree T costs target_ms(size) plus the draft's forwards. The draft reads each
+level l < depth to propose the next one, so a wide level costs more than one token; level 0 reads
+the root and, when the step accepted a node of the deepest level (which the draft never read),
+that node too: 2 tokens with the probability that the walk reaches the deepest level, else 1.
+Predicted speedup over autoregressive decoding = E(T) * target_ms(1) / step_ms(T)."""
 
 import numpy as np
 
-from sequoia_cli.tree import expected_tokens, level_widths
+from sequoia_cli.tree import depths, expected_tokens, level_widths, path_probabilities
 
 
 def interpolate(ms: dict[int, float], count: int) -> float:
@@ -18,14 +20,27 @@ def interpolate(ms: dict[int, float], count: int) -> float:
     return values[-1] + slope * (count - counts[-1])
 
 
-def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int, float] | None) -> float:
+def reaches_bottom(parents: list[int], acceptance) -> float:
+    """Probability that a step accepts a node of the tree's deepest level."""
+    node_depths = depths(parents)
+    bottom = max(node_depths)
+    return sum(p for p, d in zip(path_probabilities(parents, acceptance), node_depths) if d == bottom and d > 0)
+
+
+def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int, float] | None,
+            acceptance=None) -> float:
     """One step with this tree: the target reads all nodes, the draft reads each level but the
-    last (no draft timings: the draft counts as free)."""
+    last, its first level 1 token or 2 (as above; without `acceptance`, 1). No draft timings: the
+    draft counts as free."""
     widths = level_widths(parents)
-    draft_cost = sum(interpolate(draft_ms, width) for width in widths[:-1]) if draft_ms else 0.0
+    draft_cost = 0.0
+    if draft_ms and len(widths) > 1:
+        bottom = reaches_bottom(parents, acceptance) if acceptance is not None else 0.0
+        first = (1.0 - bottom) * interpolate(draft_ms, 1) + bottom * interpolate(draft_ms, 2)
+        draft_cost = first + sum(interpolate(draft_ms, width) for width in widths[1:-1])
     return interpolate(target_ms, len(parents)) + draft_cost
 
 
-def predicted_speedup(parents: list[int], acceptance: list[float], target_ms: dict[int, float],
+def predicted_speedup(parents: list[int], acceptance, target_ms: dict[int, float],
                       draft_ms: dict[int, float] | None) -> float:
-    return expected_tokens(parents, acceptance) * target_ms[1] / step_ms(parents, target_ms, draft_ms)
+    return expected_tokens(parents, acceptance) * target_ms[1] / step_ms(parents, target_ms, draft_ms, acceptance)

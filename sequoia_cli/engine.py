@@ -107,7 +107,7 @@ def forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.T
     mask = _mask(attend, cache.get_seq_length() + len(tokens), model.dtype)
     out = model(input_ids=tokens[None], position_ids=positions[None], attention_mask=mask,
                 past_key_values=cache, use_cache=True, logits_to_keep=last)
-    return out.logits[0]
+    return out.logits[0].to(tokens.device)  # a model spread over devices ends on another one
 
 
 def causal(count: int, device) -> torch.Tensor:
@@ -125,11 +125,12 @@ def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
     try:
         index = None
         if offsets != list(range(len(offsets))):
-            index = torch.tensor(offsets, device=cache.layers[0].keys.device) + start
-        for layer in cache.layers:
+            index = torch.tensor(offsets) + start
+        for layer in cache.layers:  # a model spread over devices keeps each layer's cache on its own
             if index is not None:
-                layer.keys[:, :, start:end] = layer.keys[:, :, index]
-                layer.values[:, :, start:end] = layer.values[:, :, index]
+                moved = index.to(layer.keys.device)
+                layer.keys[:, :, start:end] = layer.keys[:, :, moved]
+                layer.values[:, :, start:end] = layer.values[:, :, moved]
             layer.keys, layer.values = layer.keys[:, :, :end], layer.values[:, :, :end]
     except (AttributeError, TypeError) as err:
         raise RuntimeError(f"this transformers release ({transformers.__version__}) lays out DynamicCache"
@@ -242,7 +243,7 @@ def expected_tokens(target_logits: torch.Tensor, tokens: torch.Tensor, proposals
 def check_tree_attention(model, name: str) -> None:
     """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
     Probe: a root with two children; the second child must not see the first."""
-    device = model.device
+    device = input_device(model)
     tokens = torch.tensor([1, 2, 3], device=device)
     siblings = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
     with torch.inference_mode():
@@ -254,9 +255,20 @@ def check_tree_attention(model, name: str) -> None:
 
 
 def sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a clock read afterwards measures it."""
+    """Wait for queued GPU work on every GPU (a model may be spread over several), so that a clock
+    read afterwards measures it."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
+
+
+def input_device(model) -> torch.device:
+    """Where a model takes its inputs and where the engine keeps its own tensors: the embedding's
+    execution device when accelerate placed the model (its weights may sit elsewhere, on another
+    device or on disk), else the model's device."""
+    hook = getattr(model.get_input_embeddings(), "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    return torch.device(device) if device is not None else model.device
 
 
 def context_length(model) -> int:
@@ -269,7 +281,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
     follows the target's own distribution (token for token in greedy mode). `expected` also
     records each step's `expected_tokens` (for measuring a tree, it costs time)."""
-    device = target.device
+    device = input_device(target)
     vocab = target.get_output_embeddings().out_features
     context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
     single = tree_layout([-1], device)

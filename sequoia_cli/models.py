@@ -1,6 +1,8 @@
 """Loading draft and target models: names, devices, dtypes, tokenizers, prompts, EOS."""
 
+import json
 import os
+import tempfile
 
 import torch
 
@@ -27,6 +29,90 @@ def dtype_of(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise BadInput(f"--dtype '{name}' is not one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+
+
+def placement_of(device_map: str | None, max_memory: str | None, offload_folder: str | None) -> dict | None:
+    """The target's placement across devices, CPU memory and disk, from --device-map, --max-memory
+    and --offload-folder, checked (None: the whole model on --device). Handed to accelerate
+    through `from_pretrained`; recorded in the artifacts as given."""
+    if device_map is None and max_memory is None and offload_folder is None:
+        return None
+    placement = {"device_map": device_map or "auto"}
+    if placement["device_map"] not in DEVICE_MAPS:
+        placement["device_map"] = _device_map_file(placement["device_map"])
+    if max_memory is not None:
+        placement["max_memory"] = _max_memory(max_memory)
+    if offload_folder is not None:
+        try:
+            os.makedirs(offload_folder, exist_ok=True)
+            tempfile.TemporaryFile(dir=offload_folder).close()
+        except OSError as err:
+            raise BadInput(f"--offload-folder {offload_folder} cannot be written: {err.strerror or err}") from None
+        placement["offload_folder"] = os.path.abspath(offload_folder)
+    return placement
+
+
+def _placement_device(name, option: str, disk: bool = False) -> str | int:
+    """A device as accelerate names it: 'cpu', 'disk' (where allowed) or a GPU's index."""
+    text = str(name)
+    if text == "cpu" or (disk and text == "disk"):
+        return text
+    index = text.removeprefix("cuda:") if text.startswith("cuda:") else "0" if text == "cuda" else text
+    if not index.isdigit():
+        raise BadInput(f"{option}: unknown device '{text}' (cpu, cuda:N{', disk' if disk else ''})")
+    if int(index) >= torch.cuda.device_count():
+        raise BadInput(f"{option}: device '{text}' is not here ({torch.cuda.device_count()} CUDA devices)")
+    return int(index)
+
+
+def _max_memory(text: str) -> dict:
+    from accelerate.utils import convert_file_size_to_int
+
+    limits = {}
+    for part in text.split(","):
+        device, _, size = part.partition("=")
+        try:
+            valid = bool(size) and convert_file_size_to_int(size.strip()) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise BadInput(f"--max-memory '{part}': give DEVICE=SIZE, e.g. cpu=1GiB,cuda:0=20GiB")
+        _placement_device(device.strip(), "--max-memory")
+        limits[device.strip()] = size.strip()
+    return limits
+
+
+def _device_map_file(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            mapping = json.load(handle)
+    except OSError as err:
+        raise BadInput(f"--device-map {path}: not auto, balanced or sequential, and cannot be read"
+                       f" ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise BadInput(f"--device-map {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise BadInput(f"--device-map {path}: must map module names to devices")
+    for device in mapping.values():
+        _placement_device(device, f"--device-map {path}", disk=True)
+    return mapping
+
+
+def placement_kwargs(placement: dict) -> dict:
+    """`from_pretrained` arguments of a placement: GPUs by index, as accelerate wants them."""
+    device_map = placement["device_map"]
+    if isinstance(device_map, dict):
+        device_map = {module: _placement_device(device, "--device-map", disk=True) for module, device in device_map.items()}
+    kwargs = {"device_map": device_map}
+    if "max_memory" in placement:
+        kwargs["max_memory"] = {_placement_device(device, "--max-memory"): size
+                                for device, size in placement["max_memory"].items()}
+    if "offload_folder" in placement:
+        kwargs["offload_folder"] = placement["offload_folder"]
+    return kwargs
 
 
 def resolve(name: str, role: str) -> str:
@@ -58,7 +144,8 @@ def load_tokenizer(name: str, role: str):
         raise BadInput(f"cannot load the {role} tokenizer '{name}': {_first_line(err)}") from None
 
 
-def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
+def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, placement: dict | None = None):
+    """The model in eval mode, whole on `device`, or spread as `placement` says (placement_of)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
@@ -66,10 +153,10 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
 
     path = resolve(name, role)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **(placement_kwargs(placement) if placement else {}))
     except (OSError, ValueError) as err:
         raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
-    model = model.to(device).eval()
+    model = (model if placement else model.to(device)).eval()
     check_tree_attention(model, name)
     return model
 

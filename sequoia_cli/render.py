@@ -61,7 +61,8 @@ def plan_table(tree: dict, out: str, show: int) -> None:
 def tree_drawing(tree: dict) -> None:
     """The tree on standard output, each node with its rank and the chance that it is reached."""
     parents = tree["parents"]
-    reach = path_probabilities(parents, tree["acceptance"]) if tree.get("acceptance") else None
+    planned = tree.get("acceptance_by_level") if tree.get("planned_by") == "level" else tree.get("acceptance")
+    reach = path_probabilities(parents, planned) if planned else None
     node_ranks = ranks(parents)
     expected = f", {tree['expected_tokens']:.3f} expected tokens" if "expected_tokens" in tree else ""
     labels = [Tree(f"root (size {tree['size']}, depth {tree['depth']}{expected})")]
@@ -76,7 +77,9 @@ def stats_table(stats: dict) -> None:
     grid.add_row("tokens", f"{stats['tokens']} in {stats['seconds']:.2f} s = {stats['tokens_per_second']:.2f} tokens/s")
     grid.add_row("target forwards", str(stats["target_forwards"]))
     grid.add_row("draft forwards", str(stats["draft_forwards"]))
-    predicted = f" (tree predicts {stats['expected_tokens']:.3f})" if stats.get("expected_tokens") else ""
+    shown = [f"{name} {stats[key]:.3f}" for name, key in (("positional", "predicted_positional"),
+                                                          ("by level", "predicted_by_level")) if key in stats]
+    predicted = f" (predicted: {', '.join(shown)})" if shown else ""
     grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f}{predicted}")
     console.print(grid)
 

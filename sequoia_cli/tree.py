@@ -6,6 +6,10 @@ child (rank 1, 2, ...). Under the positional acceptance assumption, the child of
 accepted one with probability `acceptance[k-1]`, so a node is reached with the product of the
 acceptance of the ranks on its root path, and the expected tokens per step is the sum of those
 products over all nodes (the root counts 1: the target always adds a token).
+
+Level-aware (beyond the paper): wherever `acceptance` is taken, it may also be a list of rows, row
+l (0-based) holding the acceptance of the children of nodes at level l and the last row that of
+every deeper level. One vector is the positional case: one row for every level.
 """
 
 from dataclasses import dataclass
@@ -52,17 +56,26 @@ def level_widths(parents: list[int]) -> list[int]:
     return np.bincount(node_depths).tolist()
 
 
-def path_probabilities(parents: list[int], acceptance: list[float]) -> list[float]:
-    """Probability that each node is reached, under the positional acceptance assumption."""
-    node_ranks = ranks(parents)
+def acceptance_rows(acceptance) -> list[list[float]]:
+    """The rows by level of an acceptance vector ([it]: positional) or of a list of rows."""
+    if len(acceptance) and isinstance(acceptance[0], (list, tuple, np.ndarray)):
+        return [[float(a) for a in row] for row in acceptance]
+    return [[float(a) for a in acceptance]]
+
+
+def path_probabilities(parents: list[int], acceptance) -> list[float]:
+    """Probability that each node is reached: the product of the acceptance of the ranks on its
+    root path, each from the row of its parent's level."""
+    rows = acceptance_rows(acceptance)
+    node_ranks, node_depths = ranks(parents), depths(parents)
     out = [1.0] * len(parents)
     for i in range(1, len(parents)):
-        rank = node_ranks[i]
-        out[i] = out[parents[i]] * (acceptance[rank - 1] if rank <= len(acceptance) else 0.0)
+        rank, row = node_ranks[i], rows[min(node_depths[parents[i]], len(rows) - 1)]
+        out[i] = out[parents[i]] * (row[rank - 1] if rank <= len(row) else 0.0)
     return out
 
 
-def expected_tokens(parents: list[int], acceptance: list[float]) -> float:
+def expected_tokens(parents: list[int], acceptance) -> float:
     return float(sum(path_probabilities(parents, acceptance)))
 
 
@@ -75,19 +88,28 @@ def max_nodes(width: int, depth: int) -> int:
 class TreeTable:
     """The DP's result: `expected[d, n]` is the largest expected tokens of a tree of exactly n
     nodes and depth at most d (-inf where no such tree exists); `choice` lets `best_tree`
-    rebuild the argmax trees."""
+    rebuild the argmax trees. With rows by level, `by_level[l]` is the same for a subtree whose
+    root sits at level l (`expected` is level 0's)."""
 
-    acceptance: list[float]
-    expected: np.ndarray  # (max_depth + 1, max_size + 1), column 0 unused
-    choice: np.ndarray  # (max_depth + 1, width + 1, max_size): subtree size of the rank-k child
+    acceptance: list  # a vector, or rows by level
+    by_level: np.ndarray  # (levels, max_depth + 1, max_size + 1), column 0 unused
+    choice: np.ndarray  # (levels, max_depth + 1, width + 1, max_size): subtree size of the rank-k child
+
+    @property
+    def expected(self) -> np.ndarray:
+        return self.by_level[0]
+
+    @property
+    def width(self) -> int:
+        return self.choice.shape[2] - 1
 
     @property
     def max_size(self) -> int:
-        return self.expected.shape[1] - 1
+        return self.by_level.shape[2] - 1
 
     @property
     def max_depth(self) -> int:
-        return self.expected.shape[0] - 1
+        return self.by_level.shape[1] - 1
 
 
 def _max_plus_convolution(child_values: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,46 +131,54 @@ MAX_CHOICE_BYTES = 1 << 30
 MAX_WORK = 5 * 10**10
 
 
-def check_table_bounds(width: int, max_size: int, max_depth: int) -> None:
+def check_table_bounds(width: int, max_size: int, max_depth: int, levels: int = 1) -> None:
     """Refuse a DP that would not fit in memory or would run for many minutes, before allocating."""
     if max_size > MAX_TREE_SIZE:
         raise BadInput(f"a tree of {max_size} nodes is past what the DP handles ({MAX_TREE_SIZE} nodes)")
-    choice_bytes = (max_depth + 1) * (width + 1) * max_size * 4
-    if choice_bytes > MAX_CHOICE_BYTES or max_depth * width * max_size**2 > MAX_WORK:
+    choice_bytes = levels * (max_depth + 1) * (width + 1) * max_size * 4
+    if choice_bytes > MAX_CHOICE_BYTES or levels * max_depth * width * max_size**2 > MAX_WORK:
         raise BadInput(f"size {max_size} with depth <= {max_depth} and {width} child ranks is too large a DP"
                        f" ({choice_bytes / 2**30:.1f} GiB table): bound the depth (--max-depth)")
 
 
-def tree_table(acceptance: list[float], max_size: int, max_depth: int) -> TreeTable:
-    """Sequoia's dynamic program, exact for any acceptance vector (monotone or not).
+def tree_table(acceptance, max_size: int, max_depth: int) -> TreeTable:
+    """Sequoia's dynamic program, exact for any acceptance vector (monotone or not) and for rows
+    by level.
 
     A tree of n nodes and depth <= d is a root plus children of ranks 1..b whose subtrees have
     depth <= d - 1 and sizes summing to n - 1; the rank-k child adds acceptance[k-1] times its
     subtree's value. `rest[k][m]` is the best value of children of ranks k, k+1, ... holding m
-    nodes in all, built from rank W down to rank 1 by max-plus convolution.
+    nodes in all, built from rank W down to rank 1 by max-plus convolution. With rows by level,
+    a subtree rooted at level l takes row l and children valued at level l + 1; every level from
+    the last row's on is alike, so the tables are built from the last row's level up to the root.
     """
-    width = len(acceptance)
-    check_table_bounds(width, max_size, max_depth)
-    values = np.asarray(acceptance, dtype=np.float64)
-    expected = np.full((max_depth + 1, max_size + 1), -np.inf)
-    expected[:, 1] = 1.0
-    choice = np.zeros((max_depth + 1, width + 1, max_size), dtype=np.int32)
+    rows = acceptance_rows(acceptance)
+    levels, width = len(rows), max(len(row) for row in rows)
+    check_table_bounds(width, max_size, max_depth, levels)
+    values = np.zeros((levels, width))
+    for level, row in enumerate(rows):
+        values[level, :len(row)] = row
+    by_level = np.full((levels, max_depth + 1, max_size + 1), -np.inf)
+    by_level[:, :, 1] = 1.0
+    choice = np.zeros((levels, max_depth + 1, width + 1, max_size), dtype=np.int32)
     nodes_below = max_size - 1  # children hold at most n - 1 nodes
-    for d in range(1, max_depth + 1):
-        subtree = expected[d - 1, : nodes_below + 1].copy()
-        subtree[0] = -np.inf  # a child holds at least itself
-        possible = np.isfinite(subtree)
-        rest = np.full(nodes_below + 1, -np.inf)
-        rest[0] = 0.0
-        for k in range(width, 0, -1):
-            child_values = np.full_like(subtree, -np.inf)
-            child_values[possible] = values[k - 1] * subtree[possible]  # 0 * -inf would be nan
-            best, chosen = _max_plus_convolution(child_values, rest)
-            best[0], chosen[0] = 0.0, 0
-            choice[d, k] = chosen
-            rest = best
-        expected[d, 1:] = 1.0 + rest
-    return TreeTable(acceptance=list(acceptance), expected=expected, choice=choice)
+    for level in range(levels - 1, -1, -1):
+        below = min(level + 1, levels - 1)
+        for d in range(1, max_depth + 1):
+            subtree = by_level[below, d - 1, : nodes_below + 1].copy()
+            subtree[0] = -np.inf  # a child holds at least itself
+            possible = np.isfinite(subtree)
+            rest = np.full(nodes_below + 1, -np.inf)
+            rest[0] = 0.0
+            for k in range(width, 0, -1):
+                child_values = np.full_like(subtree, -np.inf)
+                child_values[possible] = values[level, k - 1] * subtree[possible]  # 0 * -inf would be nan
+                best, chosen = _max_plus_convolution(child_values, rest)
+                best[0], chosen[0] = 0.0, 0
+                choice[level, d, k] = chosen
+                rest = best
+            by_level[level, d, 1:] = 1.0 + rest
+    return TreeTable(acceptance=acceptance, by_level=by_level, choice=choice)
 
 
 def best_tree(table: TreeTable, size: int, depth: int) -> list[int]:
@@ -156,24 +186,24 @@ def best_tree(table: TreeTable, size: int, depth: int) -> list[int]:
     (breadth first, siblings in rank order), so each level is a contiguous run of nodes."""
     if not np.isfinite(table.expected[depth, size]):
         raise BadInput(
-            f"no tree of size {size} has depth <= {depth} with {len(table.acceptance)} child ranks"
-            f" (at most {max_nodes(len(table.acceptance), depth)} nodes fit)"
+            f"no tree of size {size} has depth <= {depth} with {table.width} child ranks"
+            f" (at most {max_nodes(table.width, depth)} nodes fit)"
         )
-    parents = [-1]
-    # Each queued entry is (node index, its subtree size, its depth bound): expand level by level.
-    queue = [(0, size, depth)]
-    for node, subtree_size, bound in queue:
+    parents, last = [-1], len(table.choice) - 1
+    # Each queued entry is (node index, its subtree size, its depth bound, its level): expand level by level.
+    queue = [(0, size, depth, 0)]
+    for node, subtree_size, bound, level in queue:
         remaining, rank = subtree_size - 1, 1
         while remaining > 0:
-            child_size = int(table.choice[bound, rank, remaining])
+            child_size = int(table.choice[min(level, last), bound, rank, remaining])
             parents.append(node)
-            queue.append((len(parents) - 1, child_size, bound - 1))
+            queue.append((len(parents) - 1, child_size, bound - 1, level + 1))
             remaining -= child_size
             rank += 1
     return parents
 
 
-def dp_tree(acceptance: list[float], size: int, max_depth: int | None = None) -> tuple[list[int], float]:
+def dp_tree(acceptance, size: int, max_depth: int | None = None) -> tuple[list[int], float]:
     """The DP's best tree of `size` nodes and depth <= `max_depth` (default: no bound), with its
     expected tokens."""
     max_depth = depth_bound(size, max_depth)

@@ -2,9 +2,10 @@
 
 from typing import Callable
 
-from sequoia_cli.engine import Layout, Sampling, chain_parents, generate, prompt_generator
+from sequoia_cli.engine import Layout, Sampling, chain_parents, generate, input_device, prompt_generator
 from sequoia_cli.errors import BadInput
 from sequoia_cli.models import eos_ids
+from sequoia_cli.tree import expected_tokens
 
 # Every method runs through the same loop: sequoia, specinfer and topk on the tree file's shape
 # (they differ in how children are drawn and verified), chain on a chain of --chain-length
@@ -39,7 +40,7 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
                   on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False) -> dict:
     """One prompt's generation record (SPEC's generations format); `index` is its place in the
     run, which picks its random stream. `expected` adds each step's expected tokens."""
-    generator = prompt_generator(seed, index, target.device)
+    generator = prompt_generator(seed, index, input_device(target))
     result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
                       eos_ids(target, tokenizer), generator, on_tokens, expected)
     record = {
@@ -67,7 +68,19 @@ def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[l
     return records
 
 
-def summarize(records: list[dict], layout: Layout, expected_tokens: float | None) -> dict:
+def predictions(tree: dict | None, parents: list[int]) -> dict:
+    """Tokens per step the tree file's acceptance predicts for `parents`: with the single vector
+    (the paper's positional assumption) and, where the file has them, with the rows by level."""
+    out = {}
+    if tree and tree.get("acceptance"):
+        out["predicted_positional"] = expected_tokens(parents, tree["acceptance"])
+        if tree.get("acceptance_by_level"):
+            out["predicted_by_level"] = expected_tokens(parents, tree["acceptance_by_level"])
+    return out
+
+
+def summarize(records: list[dict], layout: Layout, expected_tokens: float | None,
+              predicted: dict | None = None) -> dict:
     """The run's figures: speed, forwards, and realized vs predicted tokens per step."""
     tokens = sum(len(r["output_ids"]) for r in records)
     steps = sum(r["steps"] for r in records)
@@ -77,5 +90,5 @@ def summarize(records: list[dict], layout: Layout, expected_tokens: float | None
         "tokens_per_second": tokens / seconds if seconds else 0.0,
         "target_forwards": steps, "draft_forwards": sum(r["draft_forwards"] for r in records),
         "mean_accepted": tokens / steps if steps else 0.0,
-        "expected_tokens": expected_tokens, "tree_size": layout.size, "tree_depth": layout.depth,
+        "expected_tokens": expected_tokens, **(predicted or {}), "tree_size": layout.size, "tree_depth": layout.depth,
     }

@@ -4,18 +4,21 @@ For each prompt, a continuation (the target's own generation at the same tempera
 reference text) is read once by each model. At every continuation position the draft's
 distribution proposes `width` children (without replacement; greedy: its top-k) and the very
 verification code of `decode` says which rank, if any, the target accepts.
-"""
 
-import math
+Each position also has a level: 1 right after a rejection, l after l - 1 accepted positions (the
+last level standing for every deeper one). A step's root follows a rejection, so level l stands
+for the children of a tree's level l - 1, and `acceptance_by_level` is what the level-aware DP
+plans with. The raw counts (by level and rank) are kept, so that shards merge exactly.
+"""
 
 import torch
 
-from sequoia_cli.artifacts import acceptance_artifact
-from sequoia_cli.engine import Sampling, fit_vocab, generate, prompt_generator, tree_layout
+from sequoia_cli.artifacts import acceptance_from_counts
+from sequoia_cli.engine import Sampling, fit_vocab, generate, input_device, prompt_generator, tree_layout
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.sampling import distribution, draw_children, verify_node
 
-DEPTHS_TRACKED = 8
+LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
 
 
 def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
@@ -38,63 +41,57 @@ def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, samp
 
 
 def run_lengths(ranks: list[int]) -> list[int]:
-    """Depth of each position in a run of accepted positions: 1 after a rejection, 2 after one
-    acceptance, ... (capped), to test the positional assumption that depth does not matter."""
-    depths, run = [], 0
+    """The level of each position: 1 after a rejection, 2 after one acceptance, ... (capped at
+    LEVELS)."""
+    levels, run = [], 0
     for rank in ranks:
-        depths.append(min(run + 1, DEPTHS_TRACKED))
+        levels.append(min(run + 1, LEVELS))
         run = run + 1 if rank else 0
-    return depths
+    return levels
 
 
 def _logits(model, ids: list[int], start: int, vocab: int) -> torch.Tensor:
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]
+        device = input_device(model)
+        out = model(input_ids=torch.tensor([ids], device=device)).logits[0].to(device)
     return fit_vocab(out[start - 1:len(ids) - 1].float(), vocab)  # row j predicts ids[start + j]
 
 
 def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: Sampling, width: int,
                        continuation_tokens: int, seed: int, chat_template: bool = True,
-                       use_reference: bool = False, on_prompt_done=None, run: dict | None = None) -> dict:
-    """A sequoia-acceptance/1 artifact: the vector and its by-depth breakdown, plus the `run`
-    fields given (models, data set, device, ...)."""
+                       use_reference: bool = False, on_prompt_done=None, run: dict | None = None,
+                       shard: tuple[int, int] = (0, 1)) -> dict:
+    """A sequoia-acceptance/1 artifact: the vector, its rows by level and the counts, plus the
+    `run` fields given (models, data set, device, ...). `shard` (I, N) measures the prompts
+    I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
     vocab = target.get_output_embeddings().out_features
-    counts = torch.zeros(DEPTHS_TRACKED, width + 1, dtype=torch.long)  # [depth - 1, rank], rank 0 = none
+    counts = torch.zeros(LEVELS, width + 1, dtype=torch.long)  # [level - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
+    part, parts = shard
     for index, record in enumerate(records):
-        generator = prompt_generator(seed, index, target.device)
+        if index % parts != part:
+            continue
+        generator = prompt_generator(seed, index, input_device(target))
         prompt_ids = encode_prompt(tokenizer, record["prompt"], chat_template)
         if use_reference and record.get("reference"):
             continuation = tokenizer(record["reference"], add_special_tokens=False)["input_ids"][:continuation_tokens]
         else:
-            continuation = generate(target, None, prompt_ids, tree_layout([-1], target.device), sampling,
+            continuation = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
                                     continuation_tokens, stop, generator).output_ids
         ids = prompt_ids + continuation
         draft_logits = _logits(draft, ids, len(prompt_ids), vocab)
         ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width, generator)
-        for depth, rank in zip(run_lengths(ranks), ranks):
-            counts[depth - 1, rank] += 1
+        for level, rank in zip(run_lengths(ranks), ranks):
+            counts[level - 1, rank] += 1
         # Tokens the draft cannot propose (outside a sub-vocabulary draft's ids).
         continued = torch.tensor(continuation, device=draft_logits.device)
         outside += int(torch.isneginf(draft_logits[torch.arange(len(continuation)), continued]).sum())
         positions += len(continuation)
         if on_prompt_done:
             on_prompt_done()
-    return acceptance_of(counts, sampling, width, prompts=len(records), continuation_tokens=continuation_tokens,
-                         seed=seed, outside_draft_vocab=outside / positions if positions else 0.0, **(run or {}))
-
-
-def acceptance_of(counts: torch.Tensor, sampling: Sampling, width: int, **run) -> dict:
-    """The artifact of counts[depth - 1, rank] (rank 0: none accepted)."""
-    total = counts.sum(dim=0)
-    samples = int(total.sum())
-    acceptance = [int(c) / samples if samples else 0.0 for c in total[1:]]
-    by_depth = counts.sum(dim=1)
-    return acceptance_artifact(
-        "greedy" if sampling.greedy else "stochastic", sampling.temperature, sampling.top_p, width, acceptance,
-        rejected_all=int(total[0]) / samples if samples else 1.0, samples=samples,
-        stderr=[math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance],
-        # Row d: acceptance by rank at positions that follow d accepted ones (the last row: or more).
-        acceptance_by_depth=[[int(c) / int(n) for c in row[1:]] if n else None for row, n in zip(counts, by_depth)],
-        samples_by_depth=by_depth.tolist(), **run)
+    mode = "greedy" if sampling.greedy else "stochastic"
+    return acceptance_from_counts(counts.tolist(), mode, sampling.temperature, sampling.top_p, width,
+                                  prompts=len(range(part, len(records), parts)), continuation_tokens=continuation_tokens,
+                                  seed=seed, outside_draft_vocab=outside / positions if positions else 0.0,
+                                  **({"shard": f"{part}/{parts}"} if parts > 1 else {}), **(run or {}))

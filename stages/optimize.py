@@ -3,15 +3,17 @@ the cost model of `sequoia_cli.cost`."""
 
 import numpy as np
 
-from sequoia_cli.artifacts import timings, tree_artifact
+from sequoia_cli.artifacts import planning_acceptance, timings, tree_artifact
 from sequoia_cli.cost import step_ms
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, depth_bound, level_widths, tree_table
 
 
-def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None) -> dict:
+def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None,
+             positional: bool = False) -> dict:
     """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
-    weighed every (size, depth) the DP gives up to the bounds."""
+    weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
+    rows by level, unless `positional`)."""
     target_ms = timings(profile["target"])
     draft_ms = timings(profile["draft"]) if profile.get("draft") else None
     largest = max(target_ms)
@@ -24,7 +26,8 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
                        f" run profile-hw with --max-tokens {max_size}")
     max_depth = depth_bound(max_size, max_depth)
 
-    table = tree_table(acceptance["acceptance"], max_size, max_depth)
+    planned = planning_acceptance(acceptance, positional)
+    table = tree_table(planned, max_size, max_depth)
     autoregressive_ms = target_ms[1]
     candidates, trees = [], {}
     for size in range(1, max_size + 1):
@@ -35,7 +38,7 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
             actual_depth = len(level_widths(parents)) - 1
             if (size, actual_depth) in trees:
                 continue  # a looser bound gave the same tree
-            cost = step_ms(parents, target_ms, draft_ms)
+            cost = step_ms(parents, target_ms, draft_ms, planned)
             expected = float(table.expected[depth, size])
             trees[size, actual_depth] = parents
             candidates.append({
@@ -54,4 +57,4 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
            if (profile.get(role) or {}).get("setup")},
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
     }
-    return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"], plan)
+    return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"], positional, plan)

@@ -1,14 +1,24 @@
 """profile-hw: how long one forward of n new tokens takes on this machine, on a KV cache of
-`context_length` tokens, for the token counts the optimizer weighs."""
+`context_length` tokens, for the token counts the optimizer weighs.
 
-import statistics
+What the optimizer needs is the curves' shape (each count against the target's t(1), the draft
+against the target), and a machine's speed drifts by tens of percent within minutes. So every
+(model, count) is timed once per round, in an order rotated each round and then walked back in
+reverse (a drift that is linear over the round then falls on every item alike), each time taken
+as a ratio to the target's t(1) of the same round, and the median of the ratios over rounds is
+kept: drift cancels and one outlier does not move it. The ms written are those medians times the
+median t(1); the spread is the interquartile range over rounds, and the curve is made monotone
+in the count where that stays within the spread.
+"""
+
 import time
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
 from sequoia_cli.artifacts import profile_artifact
-from sequoia_cli.engine import causal, context_length as model_context, forward, keep, sync
+from sequoia_cli.engine import causal, context_length as model_context, forward, input_device, keep, sync
 from sequoia_cli.errors import BadInput
 
 
@@ -27,19 +37,27 @@ def token_counts(max_tokens: int) -> list[int]:
 
 
 def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: int, context_length: int,
-               repeats: int, warmup: int, seed: int = 0, on_count_done=None, setups: dict | None = None) -> dict:
+               repeats: int, warmup: int, seed: int = 0, on_round_done=None, setups: dict | None = None) -> dict:
     """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
-    target first) at the counts of `token_counts(max_tokens)`; `setups` ({role: setup}) are
-    recorded beside each model's times."""
+    target first) at the counts of `token_counts(max_tokens)` in `repeats` interleaved rounds,
+    after `warmup` untimed forwards per (model, count); `setups` ({role: setup}) are recorded
+    beside each model's times."""
     counts = check_request(models, max_tokens, context_length, repeats, warmup)
-    sections = {role: {"model": name, "ms": profile_model(model, context_length, counts, repeats, warmup, seed,
-                                                          on_count_done)}
-                for role, (name, model) in models.items()}
+    timers = {role: forward_timer(model, context_length, counts, seed) for role, (_, model) in models.items()}
+    for role, timer in timers.items():
+        for count in counts:
+            for _ in range(warmup):
+                timer(count)
+    rounds = time_rounds(lambda role, count: timers[role](count), list(models), counts, repeats, on_round_done)
+    table = curves(rounds, list(models), counts)
+    sections = {role: {"model": name, **table[role]} for role, (name, _) in models.items()}
     for role, setup in (setups or {}).items():
         if role in sections:
             sections[role]["setup"] = setup
-    device = models["target"][1].device
-    return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections)
+    device = input_device(models["target"][1])
+    target_t1 = [one_round["target", 1] for one_round in rounds]
+    return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections,
+                            target_t1_by_round=target_t1)
 
 
 def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
@@ -55,36 +73,78 @@ def check_request(models: dict[str, tuple[str, object]], max_tokens: int, contex
     return counts
 
 
-def profile_model(model, context_length: int, counts: list[int], repeats: int, warmup: int,
-                  seed: int = 0, on_count_done=None) -> dict[str, float]:
-    """Median milliseconds of one forward of n tokens (with the tree mask path decode uses) on top
-    of a cache of `context_length` random tokens, for each n in `counts`."""
-    device = model.device
-    vocab = model.config.vocab_size
+def forward_timer(model, context_length: int, counts: list[int], seed: int = 0):
+    """A function count -> milliseconds of one forward of `count` random tokens (with the tree mask
+    path decode uses) on top of a cache of `context_length` random tokens, which it keeps."""
+    device, vocab = input_device(model), model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
     cache = DynamicCache(config=model.config)
-    ms = {}
     with torch.inference_mode():
         prefix = torch.randint(0, vocab, (context_length,), generator=generator).to(device)
         if context_length:
             forward(model, cache, prefix, torch.arange(context_length, device=device), causal(context_length, device))
-        for count in counts:
-            tokens = torch.randint(0, vocab, (count,), generator=generator).to(device)
-            positions = context_length + torch.arange(count, device=device)
-            mask = causal(count, device)
-            times = []
-            for run in range(warmup + repeats):
-                sync(device)
-                started = time.perf_counter()
-                forward(model, cache, tokens, positions, mask)
-                sync(device)
-                if run >= warmup:
-                    times.append((time.perf_counter() - started) * 1000.0)
-                keep(cache, context_length, [])
-            ms[str(count)] = statistics.median(times)
-            if on_count_done:
-                on_count_done()
-    return ms
+    inputs = {count: (torch.randint(0, vocab, (count,), generator=generator).to(device),
+                      context_length + torch.arange(count, device=device), causal(count, device)) for count in counts}
+
+    def time_one(count: int) -> float:
+        with torch.inference_mode():
+            sync(device)
+            started = time.perf_counter()
+            forward(model, cache, *inputs[count])
+            sync(device)
+            elapsed = (time.perf_counter() - started) * 1000.0
+            keep(cache, context_length, [])
+        return elapsed
+
+    return time_one
+
+
+def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_round_done=None) -> list[dict]:
+    """Per round, {(role, count): ms}: every item timed on the way out (in an order rotated by one
+    each round) and on the way back, and the two averaged."""
+    items = [(role, count) for role in roles for count in counts]
+    out = []
+    for index in range(rounds):
+        shift = index % len(items)
+        order = items[shift:] + items[:shift]
+        times = {item: [] for item in items}
+        for item in order + order[::-1]:
+            times[item].append(time_one(*item))
+        out.append({item: sum(pair) / 2 for item, pair in times.items()})
+        if on_round_done:
+            on_round_done()
+    return out
+
+
+def curves(rounds: list[dict], roles: list[str], counts: list[int]) -> dict[str, dict]:
+    """{role: {"ms": {count: ms}, "spread": {count: [low, high]}}}: per item the median over rounds
+    of its ratio to the first role's t(1) in the same round, times the median of that t(1)."""
+    reference = (roles[0], 1)
+    scale = float(np.median([r[reference] for r in rounds]))
+    out = {}
+    for role in roles:
+        ratios = {count: np.array([r[role, count] / r[reference] for r in rounds]) for count in counts}
+        ms = [scale * float(np.median(ratios[c])) for c in counts]
+        spread = [[scale * float(np.percentile(ratios[c], 25)), scale * float(np.percentile(ratios[c], 75))]
+                  for c in counts]
+        out[role] = {"ms": {str(c): t for c, t in zip(counts, monotone(ms, spread))},
+                     "spread": {str(c): s for c, s in zip(counts, spread)}}
+    return out
+
+
+def monotone(values: list[float], spread: list[list[float]]) -> list[float]:
+    """The values made non-decreasing (least squares, pooling adjacent violators), each taking its
+    pooled value only where that lies within its spread: a dip the data show beyond their spread
+    is kept."""
+    blocks = []  # [sum, count] of pooled runs
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, size = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += size
+    fitted = [total / size for total, size in blocks for _ in range(size)]
+    return [fit if low <= fit <= high else value for fit, value, (low, high) in zip(fitted, values, spread)]
 
 
 def machine_facts(device: torch.device, dtype: str) -> dict:

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import check_parents, depths, level_widths
@@ -288,7 +289,31 @@ def test_some_experiments_run_alone_and_resume_into_all(whole_run, tiny_pair, tm
     assert all(resumed[key] == cell for key, cell in wall.items())  # timed cells kept, not run again
 
 
-@pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((3, 6, 7), "choose among 1-6"), ((), "choose among 1-6")])
+def test_the_offloaded_target_runs_against_its_own_autoregressive_decoding(tiny_pair, tmp_path):
+    from sequoia_cli.models import load_model, placement_of
+
+    target, draft, tokenizer = tiny_pair
+    target.save_pretrained(tmp_path / "target")
+    offloaded = load_model(str(tmp_path / "target"), "target", torch.device("cpu"), torch.float32,
+                           placement_of("auto", "cpu=20KB", str(tmp_path / "offload")))
+    assert "disk" in set(offloaded.hf_device_map.values())
+    config = dataclasses.replace(TINY, experiments=(7,), offload_prompts=2, offload_tokens=8, offload_profile_max=8)
+    ticks = []
+    report = bench.run_bench(target, draft, tokenizer, str(tmp_path / "out"), config, seed=3, offloaded_target=offloaded,
+                             tick=lambda label, weight: ticks.append(weight))
+    assert sum(ticks) == bench.total_work(config)
+    result = json.loads((tmp_path / "out" / "bench.json").read_text())["offloaded"]
+    assert result["workload"] == "humaneval" and result["profile"]["target"]["model"] == "target, offloaded"
+    rows = {row["method"]: row for row in result["rows"]}
+    assert rows["Sequoia"]["tree_size"] == len(result["plan"]["parents"])
+    assert rows["Sequoia"]["same_tokens"] == "yes" and rows["autoregressive"]["same_tokens"] == "reference"
+    assert rows["Sequoia"]["speedup"]["value"] > 0
+    text = report.read_text()
+    assert "## 7. Offloaded target" in text and "Optimizer's tree: size" in text
+    assert not any(f"## {n}." in text for n in range(1, 7))
+
+
+@pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((3, 6, 8), "choose among 1-7"), ((), "choose among 1-7")])
 def test_experiments_that_cannot_run_are_refused(chosen, message):
     with pytest.raises(BadInput, match=message):
         harness.check_experiments(chosen)

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+from sequoia_cli.errors import BadInput
 from sequoia_cli.artifacts import check_acceptance, check_profile
 from sequoia_cli.engine import Sampling
-from stages.measure_acceptance import accepted_ranks, measure_acceptance, run_lengths
+from stages.measure_acceptance import LEVELS, accepted_ranks, measure_acceptance, run_lengths
+from stages.merge_acceptance import merge_acceptance
 from stages.profile_hw import token_counts
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_verifier import draws
@@ -54,6 +56,73 @@ def test_greedy_rank_is_the_targets_argmax_among_the_drafts_top_k():
 
 def test_run_lengths_count_accepted_positions_before_each():
     assert run_lengths([1, 2, 0, 1, 1, 1]) == [1, 2, 3, 1, 2, 3]
+    assert run_lengths([1] * 7) == [1, 2, 3, 4, 4, 4, 4][:7] and LEVELS == 4
+
+
+def test_rows_by_level_are_the_counts_of_each_level():
+    tokenizer = tiny_tokenizer()
+    target, draft = tiny_model("qwen2", vocab=len(tokenizer), seed=3), tiny_model("qwen2", vocab=len(tokenizer), seed=4)
+    records = [{"prompt": "abc"}, {"prompt": "hello world"}, {"prompt": "zz"}]
+    vector = measure_acceptance(target, draft, tokenizer, records, Sampling(0.9, 1.0), 3, 16, seed=1)
+    check_acceptance("measured", vector)
+    counts = vector["counts"]
+    assert len(counts) == LEVELS and all(len(row) == 4 for row in counts)
+    assert [sum(row) for row in counts if sum(row)] == vector["samples_by_level"]
+    for row, acceptance, stderr in zip(counts, vector["acceptance_by_level"], vector["stderr_by_level"]):
+        assert acceptance == pytest.approx([c / sum(row) for c in row[1:]])
+        assert stderr == pytest.approx([(a * (1 - a) / sum(row)) ** 0.5 for a in acceptance])
+    total = [sum(column) for column in zip(*counts)]
+    assert vector["acceptance"] == pytest.approx([c / sum(total) for c in total[1:]])
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(0.8, 0.9)], ids=["greedy", "sampled"])
+def test_merged_shards_equal_the_whole_measurement(sampling):
+    tokenizer = tiny_tokenizer()
+    target, draft = tiny_model("qwen2", vocab=len(tokenizer), seed=3), tiny_model("qwen2", vocab=len(tokenizer), seed=4)
+    records = [{"prompt": text} for text in ("abc", "hello world", "zz", "the fox", "a b c d", "q")]
+    run = {"draft": "d", "target": "t", "dataset": "x"}
+    whole = measure_acceptance(target, draft, tokenizer, records, sampling, 3, 10, seed=5, run=run)
+    shards = [(f"s{i}.json", measure_acceptance(target, draft, tokenizer, records, sampling, 3, 10, seed=5, run=run,
+                                                shard=(i, 4))) for i in (2, 0, 3, 1)]
+    assert [s["prompts"] for _, s in shards] == [1, 2, 1, 2] and shards[3][1]["shard"] == "1/4"
+    assert merge_acceptance(shards) == whole
+
+
+def test_merging_refuses_shards_of_different_measurements():
+    base = {"format": "sequoia-acceptance/1", "mode": "greedy", "temperature": 0.0, "top_p": 1.0, "width": 2,
+            "acceptance": [0.5, 0.25], "rejected_all": 0.25, "samples": 4, "counts": [[1, 2, 1]], "draft": "d",
+            "target": "t", "draft_setup": {"quantize": "none", "vocab": None}, "shard": "0/2"}
+    other = {**base, "shard": "1/2"}
+    assert merge_acceptance([("a", base), ("b", other)])["samples"] == 8
+    for change, word in (({"draft": "e"}, "draft"), ({"width": 3}, "width"), ({"mode": "stochastic"}, "mode"),
+                         ({"temperature": 0.6}, "temperature"), ({"draft_setup": {"quantize": "int4", "vocab": None}},
+                                                                  "draft_setup")):
+        with pytest.raises(BadInput, match=f"b: '{word}'"):
+            merge_acceptance([("a", base), ("b", {**other, **change})])
+    with pytest.raises(BadInput, match="shard 0/2 again"):
+        merge_acceptance([("a", base), ("b", dict(base))])
+    with pytest.raises(BadInput, match="no 'counts'"):
+        merge_acceptance([("a", base), ("b", {k: v for k, v in other.items() if k != "counts"})])
+
+
+def test_shard_and_merge_commands(pair, tmp_path):
+    draft, target = pair
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\nthe quick brown fox\nzz\n")
+    models = ["--draft", draft, "--target", target, "--dtype", "float32", "--data", str(prompts), "--greedy",
+              "--width", "2", "--continuation-tokens", "5"]
+    paths = [tmp_path / f"acc-{i}.json" for i in range(2)]
+    for i, path in enumerate(paths):
+        assert sequoia("measure-acceptance", *models, "--shard", f"{i}/2", "--out", str(path)).returncode == 0
+    whole = tmp_path / "whole.json"
+    assert sequoia("measure-acceptance", *models, "--out", str(whole)).returncode == 0
+    merged = tmp_path / "merged.json"
+    done = sequoia("merge-acceptance", *map(str, paths), "--out", str(merged))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(merged.read_text()) == json.loads(whole.read_text())
+    assert_one_line_error(sequoia("measure-acceptance", *models, "--shard", "2/2", "--out", str(whole)), "--shard")
+    assert_one_line_error(sequoia("measure-acceptance", *models, "--shard", "5/9", "--out", str(whole)), "only 3 prompts")
+    assert_one_line_error(sequoia("merge-acceptance", str(paths[0]), str(paths[0]), "--out", str(merged)), "again")
 
 
 def test_token_counts():
@@ -73,7 +142,7 @@ def test_measure_and_profile_commands_chain_into_optimize_and_decode(pair, tmp_p
     assert done.returncode == 0, done.stderr
     vector = check_acceptance(str(acc), json.loads(acc.read_text()))
     assert 0 < vector["samples"] <= 20 and len(vector["acceptance"]) == 4 and vector["mode"] == "stochastic"
-    assert sum(vector["samples_by_depth"]) == vector["samples"]
+    assert sum(vector["samples_by_level"]) == vector["samples"] == sum(map(sum, vector["counts"]))
     done = sequoia("profile-hw", *models, "--max-tokens", "16", "--context-length", "32", "--repeats", "2",
                    "--out", str(profile))
     assert done.returncode == 0, done.stderr
@@ -100,7 +169,7 @@ def test_each_artifact_records_the_setup_it_was_measured_with_and_decode_warns_o
     assert sequoia("profile-hw", *models, *cheap, "--max-tokens", "4", "--context-length", "8", "--repeats", "1",
                    "--out", str(profile)).returncode == 0
     assert sequoia("optimize", "--acceptance", str(acc), "--profile", str(profile), "--out", str(tree)).returncode == 0
-    setup, plain = {"quantize": "int8", "vocab": 64}, {"quantize": "none", "vocab": None}
+    setup, plain = {"quantize": "int8", "vocab": 64}, {"quantize": "none", "vocab": None, "placement": None}
     vector, timing, planned = (json.loads(path.read_text()) for path in (acc, profile, tree))
     assert vector["draft_setup"] == setup and vector["target_setup"] == plain
     assert timing["draft"]["setup"] == setup and timing["target"]["setup"] == plain

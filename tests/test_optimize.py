@@ -42,11 +42,11 @@ def linear(ms_per_token):
 VECTORS = [[0.8, 0.1], [0.6, 0.2, 0.1], [0.1, 0.5, 0.2], [0.5, 0.0, 0.3], [0.35, 0.2, 0.1, 0.05, 0.05]]
 
 
-def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None):
+def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None, positional=False):
     """Everything a written plan must satisfy, whatever the profile."""
     artifacts.check_tree("tree.json", tree)
     plan = tree["plan"]
-    vector = acc["acceptance"]
+    vector = artifacts.planning_acceptance(acc, positional)
     target_ms = artifacts.timings(prof["target"])
     draft_ms = artifacts.timings(prof["draft"]) if prof.get("draft") else None
     max_size = max(target_ms) if max_size is None else max_size
@@ -57,7 +57,7 @@ def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None)
     assert tree["size"] == plan["size"] == len(tree["parents"])
     assert tree["depth"] == plan["depth"]
     assert tree["expected_tokens"] == pytest.approx(expected_tokens(tree["parents"], vector), rel=1e-12)
-    assert plan["step_ms"] == pytest.approx(step_ms(tree["parents"], target_ms, draft_ms), rel=1e-12)
+    assert plan["step_ms"] == pytest.approx(step_ms(tree["parents"], target_ms, draft_ms, vector), rel=1e-12)
     assert plan["autoregressive_ms_per_token"] == target_ms[1]
     assert plan["draft_counted"] == (draft_ms is not None)
     assert plan["ms_per_token"] == pytest.approx(plan["step_ms"] / tree["expected_tokens"], rel=1e-12)
@@ -77,13 +77,13 @@ def check_plan(tree: dict, acc: dict, prof: dict, max_size=None, max_depth=None)
         assert c["ms_per_token"] == pytest.approx(c["step_ms"] / c["expected_tokens"], rel=1e-12)
         assert 1 <= c["size"] <= max_size
         assert 0 <= c["depth"] <= min(max_depth, c["size"] - 1)
-        assert c["size"] <= max_nodes(len(vector), c["depth"])
+        assert c["size"] <= max_nodes(table.width, c["depth"])
         assert (c["size"], c["depth"]) not in seen
         seen.add((c["size"], c["depth"]))
         assert c["expected_tokens"] == pytest.approx(table.expected[c["depth"], c["size"]], rel=1e-12)
         parents = best_tree(table, c["size"], c["depth"])
         if len(level_widths(parents)) - 1 == c["depth"]:  # else a looser bound built the candidate
-            assert c["step_ms"] == pytest.approx(step_ms(parents, target_ms, draft_ms), rel=1e-12)
+            assert c["step_ms"] == pytest.approx(step_ms(parents, target_ms, draft_ms, vector), rel=1e-12)
     assert (1, 0) in seen
     return plan
 
@@ -222,6 +222,21 @@ def test_written_tree_passes_the_reader(tmp_path):
     assert again["format"] == "sequoia-tree/1"
 
 
+def test_rows_by_level_are_planned_with_unless_positional():
+    # Code-like: the first child is often rejected right after a rejection, deep runs rarely.
+    acc = acceptance([0.6, 0.1], acceptance_by_level=[[0.3, 0.2], [0.9, 0.05]])
+    prof = profile(lambda n: 100.0 + n, flat(5.0))
+    by_level, positional = optimize(acc, prof), optimize(acc, prof, positional=True)
+    check_plan(by_level, acc, prof)
+    check_plan(positional, acc, prof, positional=True)
+    assert by_level["planned_by"] == "level" and positional["planned_by"] == "positional"
+    assert by_level["acceptance_by_level"] == positional["acceptance_by_level"] == [[0.3, 0.2], [0.9, 0.05]]
+    assert by_level["expected_tokens"] == pytest.approx(expected_tokens(by_level["parents"], [[0.3, 0.2], [0.9, 0.05]]))
+    assert positional["expected_tokens"] == pytest.approx(expected_tokens(positional["parents"], [0.6, 0.1]))
+    # Deep runs are likelier by level, so its tree is deeper.
+    assert by_level["depth"] > positional["depth"]
+
+
 @pytest.mark.parametrize("max_size", [65, 100, 1000])
 def test_max_size_past_the_profile_is_bad_input(max_size):
     with pytest.raises(BadInput, match=rf"--max-size {max_size}.*64"):
@@ -272,7 +287,19 @@ def test_draft_cost_counts_the_width_of_each_level():
     assert step_ms([-1, 0, 0, 0, 1, 2, 3], target_ms, draft_ms) == pytest.approx(160.0 + 10.0 + 30.0 + 70.0 / 6)
 
 
+def test_the_drafts_first_level_also_reads_an_accepted_node_of_the_deepest_level():
+    # A chain of 2 with a = [0.5]: the walk reaches depth 2 with probability 0.25, and then the
+    # draft reads that node beside the new root: its first level costs 0.75 * 10 + 0.25 * 30.
+    target_ms, draft_ms = {1: 100.0, 8: 100.0}, {1: 10.0, 2: 30.0}
+    assert step_ms([-1, 0, 1], target_ms, draft_ms, [0.5]) == pytest.approx(100.0 + 15.0 + 10.0)
+    # Level rows: reaching depth 2 takes 0.5 (row 0) * 0.9 (row 1).
+    assert step_ms([-1, 0, 1], target_ms, draft_ms, [[0.5], [0.9]]) == pytest.approx(100.0 + 19.0 + 10.0)
+    # Two leaves at the bottom: either accepted one is left unread. Without a vector: 1 token.
+    assert step_ms([-1, 0, 0], target_ms, draft_ms, [0.5, 0.3]) == pytest.approx(100.0 + 0.2 * 10 + 0.8 * 30)
+    assert step_ms([-1, 0, 1], target_ms, draft_ms) == pytest.approx(120.0)
+
+
 def test_predicted_speedup_by_hand():
     # Star of 3 with a = [0.5, 0.3]: E = 1 + 0.5 + 0.3 = 1.8; step = 100 + 10 = 110 ms;
-    # speedup = 1.8 * 100 / 110.
+    # speedup = 1.8 * 100 / 110 (one draft timing: 2 tokens cost as much as 1).
     assert predicted_speedup([-1, 0, 0], [0.5, 0.3], {1: 100.0, 4: 100.0}, {1: 10.0}) == pytest.approx(1.8 / 1.1)

@@ -155,9 +155,9 @@ def test_a_pair_config_sets_the_default_setup_and_options_override_it(tmp_path, 
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(pairs, "configs_dir", lambda: tmp_path)
     assert model_setups("mine", "mine", None, None, None) == {
-        "draft": {"quantize": "int4", "vocab": 32000}, "target": {"quantize": "none", "vocab": None}}
+        "draft": {"quantize": "int4", "vocab": 32000}, "target": {"quantize": "none", "vocab": None, "placement": None}}
     assert model_setups("mine", "mine", "none", "int8", 4000) == {
-        "draft": {"quantize": "none", "vocab": 4000}, "target": {"quantize": "int8", "vocab": None}}
+        "draft": {"quantize": "none", "vocab": 4000}, "target": {"quantize": "int8", "vocab": None, "placement": None}}
     assert model_setups("some/draft", "some/target", None, None, None)["draft"] == {"quantize": "none", "vocab": None}
     for bad, words in (({"quantize": "int2"}, "setup.quantize"), ({"vocab": -3}, "setup.vocab"),
                        ({"placement": "x"}, "may set only")):

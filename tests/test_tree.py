@@ -359,3 +359,55 @@ def test_check_parents_rejects(parents, fault):
     with pytest.raises(ValueError) as err:
         check_parents(parents)
     assert fault in str(err.value)
+
+
+# ---------------------------------------------------------------- level-aware rows
+
+
+def shape_value_by_level(shape: tuple, rows, level: int = 0) -> float:
+    """Value of a subtree rooted at `level`: its children take row `level` (the last row for every
+    deeper level), ranks past a row's length are never accepted."""
+    row = rows[min(level, len(rows) - 1)]
+    return 1.0 + sum((row[k] if k < len(row) else 0.0) * shape_value_by_level(child, rows, level + 1)
+                     for k, child in enumerate(shape))
+
+
+LEVEL_ROWS = [
+    [[0.5, 0.2], [0.8, 0.1], [0.9]],  # acceptance climbs with the level, as measured on code
+    [[0.9, 0.05], [0.3, 0.3]],  # and the other way round
+    [[0.1, 0.6, 0.2], [0.7], [0.2, 0.2, 0.2], [0.95]],  # non-monotone rows of mixed widths
+    [[0.0, 0.0], [1.0]],
+]
+
+
+@pytest.mark.parametrize("rows", LEVEL_ROWS, ids=lambda r: str(len(r)) + "-rows")
+def test_level_aware_dp_matches_brute_force(rows):
+    width = max(len(row) for row in rows)
+    table = tree_table(rows, BRUTE_MAX_SIZE, BRUTE_MAX_SIZE - 1)
+    for n in range(1, BRUTE_MAX_SIZE + 1):
+        for d in range(0, n):
+            values = [shape_value_by_level(s, rows) for s in shapes(n, width) if shape_depth(s) <= d]
+            best = max(values, default=-math.inf)
+            assert table.expected[d, n] == pytest.approx(best, abs=1e-12), (n, d)
+            if math.isfinite(best):
+                parents = best_tree(table, n, d)
+                assert len(parents) == n and max(depths(parents)) <= d
+                assert expected_tokens(parents, rows) == pytest.approx(best, abs=1e-12)
+
+
+@pytest.mark.parametrize("acceptance", FIXED_VECTORS + NON_MONOTONE_VECTORS, ids=str)
+def test_equal_rows_give_the_positional_dp(acceptance):
+    positional = tree_table(acceptance, 24, 6)
+    by_level = tree_table([acceptance] * 3, 24, 6)
+    assert np.array_equal(positional.expected, by_level.expected)
+    for n in range(1, 25):
+        for d in range(0, 7):
+            if np.isfinite(positional.expected[d, n]):
+                assert best_tree(positional, n, d) == best_tree(by_level, n, d)
+
+
+def test_rows_by_level_weigh_each_level_by_its_own_row():
+    # A chain of 3: level 0's child takes row 0, level 1's row 1, deeper ones the last row.
+    rows = [[0.5], [0.8], [0.9]]
+    assert expected_tokens([-1, 0, 1, 2, 3], rows) == pytest.approx(1 + 0.5 + 0.4 + 0.36 + 0.324)
+    assert expected_tokens([-1, 0, 1], [[0.5]]) == expected_tokens([-1, 0, 1], [0.5])

@@ -10,11 +10,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from sequoia_cli.engine import context_length
+from sequoia_cli.engine import context_length, input_device
 from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
 from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
-                                      measure_profile, plan_trees, robustness, scalability, wall_clock, work_units)
+                                      measure_profile, offload_units, offloaded, plan_trees, robustness, scalability,
+                                      wall_clock, work_units)
 from stages.bench.harness import FULL, QUICK, Config, Run, Store, check_experiments, load_average, machine
 from stages.bench.report import write_report
 
@@ -26,7 +27,7 @@ CELLS_FILE = "cells.jsonl"
 def total_work(config: Config) -> int:
     """The sum of the weights `run_bench` ticks, for a progress bar."""
     profile = config.new_tokens if 3 in config.experiments else 0
-    return len(WORKLOADS) * work_units(config) + profile + (5 in config.experiments)
+    return len(WORKLOADS) * work_units(config) + profile + (5 in config.experiments) + offload_units(config)
 
 
 def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool) -> Store:
@@ -40,16 +41,17 @@ def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str,
 
 def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, seed: int = 0,
               names: dict | None = None, dtype: str | None = None, resume: bool = False, tick=None,
-              store: Store | None = None) -> Path:
+              store: Store | None = None, offloaded_target=None) -> Path:
     """Run `config.experiments` on both workloads and write the report; returns report.md's path.
     Each finished cell goes to `out_dir`/cells.jsonl as it ends; `resume` reuses the cells found
     there (`store`: that file, opened already). `tick(label, weight)` is called after each cell;
-    the weights sum to `total_work(config)`."""
+    the weights sum to `total_work(config)`. Experiment 7 runs on HumanEval with
+    `offloaded_target`: the same target, placed with `config.offload_memory` of CPU memory."""
     tick = tick or (lambda label, weight: None)
     started, load_at_start = time.perf_counter(), load_average()
     dtype = dtype or str(target.dtype).removeprefix("torch.")
     store = store or open_store(out_dir, config, seed, names or {}, dtype, resume)
-    facts = machine(target.device, dtype)  # now: the commit the run's code came from
+    facts = machine(input_device(target), dtype)  # now: the commit the run's code came from
     context = min(context_length(target), context_length(draft))
     stop = eos_ids(target, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop, default=0)
@@ -62,6 +64,7 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     profile = measure_profile(store, runs, config, dtype) if 3 in chosen else {"error": "not measured"}
     tick("profile", config.new_tokens if 3 in chosen else 0)
     results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "hardware", "overhead", "dp")}
+    results["offloaded"] = None
     plans = {}
     for run in runs:
         vectors = acceptance_vectors(store, run, config, tick)
@@ -79,6 +82,9 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
                                     hardware(tables["greedy"], plans[run.workload]["greedy"], profile, vectors)]
         if 6 in chosen:
             results["overhead"] += loop_overhead(tables["greedy"])
+        if 7 in chosen and run.workload == "humaneval":
+            results["offloaded"] = (offloaded(store, run, config, vectors, offloaded_target, dtype, tick)
+                                    if offloaded_target is not None else {"error": "no offloaded target was loaded"})
     if 5 in chosen:
         results["dp"] = dp_timing(config, seed)
     tick("DP timing", 1 if 5 in chosen else 0)

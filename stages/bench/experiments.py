@@ -5,10 +5,13 @@ interleaved blocks and returns rows (a list of dicts) with bootstrap intervals:
 3. wall clock: tokens/s against Hugging Face `generate`, greedy and sampled;
 4. hardware awareness: the optimizer's pick against a sweep of DP trees (measured in 3's greedy
    blocks, beside the speedup the cost model predicts);
-5. the DP's own run time; 6. the decode loop's time outside the model forwards (from 3's runs).
+5. the DP's own run time; 6. the decode loop's time outside the model forwards (from 3's runs);
+7. the target offloaded (most of its weights on disk, streamed in at every forward): its profile,
+   the optimizer's tree for it and that tree against autoregressive decoding of the same target.
 They call the stages (measure-acceptance, profile-hw, optimize, decode) as the Makefile chains them."""
 
 import time
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -52,6 +55,7 @@ def vector_settings(config: Config) -> dict[str, Sampling]:
     chosen = config.experiments
     wanted = (list(SETTINGS.values()) if 3 in chosen else []) + ([SETTINGS[ROBUST_TREE_SETTING]] if 2 in chosen else [])
     wanted += [sampling_at(t) for t in config.scale_temperatures] if 1 in chosen else []
+    wanted += [SETTINGS["greedy"]] if 7 in chosen else []
     return {setting_name(s): s for s in wanted}
 
 
@@ -80,6 +84,11 @@ def work_units(config: Config) -> int:
     robust = config.scale_prompts * len(ROBUST_METHODS) * len(config.robust_temperatures) * config.robust_tokens
     wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS) + 2 * WARMUP_TOKENS
     return vectors + scale + (robust if 2 in chosen else 0) + (wall if 3 in chosen else 0)
+
+
+def offload_units(config: Config) -> int:
+    """Experiment 7's weight (one workload): its profile and its two methods' tokens."""
+    return (config.offload_tokens + 2 * config.offload_prompts * config.offload_tokens) if 7 in config.experiments else 0
 
 
 def failing(reason: str):
@@ -301,7 +310,9 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dic
 
 def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list[dict]:
     """Experiment 4: the optimizer's pick and the sweep's DP trees from the greedy wall-clock
-    blocks: measured speedup over our autoregressive loop beside the cost model's prediction."""
+    blocks: measured speedup over our autoregressive loop beside the cost model's prediction, and
+    measured tokens per step beside both predictions (positional, and by level where the vector
+    has rows by level; the cost model uses the latter)."""
     out = []
     for row in rows:
         if row["method"] != "Sequoia" and not row["method"].startswith("DP size"):
@@ -310,17 +321,65 @@ def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list
         if "error" in row:
             out.append({**entry, "error": row["error"]})
             continue
-        acceptance = vector_of(vectors, SETTINGS["greedy"])
+        positional = vector_of(vectors, SETTINGS["greedy"])
+        by_level = vectors[setting_name(SETTINGS["greedy"])].get("acceptance_by_level")
         entry.update(tree_size=row["tree_size"], depth=row["depth"], tokens_per_step=row["tokens_per_step"],
-                     predicted_tokens=expected_tokens(row["parents"], acceptance), speedup=row["vs_autoregressive"])
+                     predicted_tokens=expected_tokens(row["parents"], positional), speedup=row["vs_autoregressive"])
+        if by_level:
+            entry["predicted_tokens_by_level"] = expected_tokens(row["parents"], by_level)
         if "error" not in profile:
-            entry["predicted_speedup"] = predicted_speedup(row["parents"], acceptance, timings(profile["target"]),
-                                                           timings(profile["draft"]))
+            entry["predicted_speedup"] = predicted_speedup(row["parents"], by_level or positional,
+                                                           timings(profile["target"]), timings(profile["draft"]))
         out.append(entry)
     measured = sorted((r for r in out if "value" in r.get("speedup", {})), key=lambda r: -r["speedup"]["value"])
     for rank, entry in enumerate(measured, start=1):
         entry["rank"] = rank
     return out
+
+
+OFFLOAD_METHODS = ("autoregressive", "Sequoia")
+
+
+def offloaded(store: Store, run: Run, config: Config, vectors: dict, target, dtype: str, tick) -> dict:
+    """Experiment 7, greedy: `target` (the same model placed with most of its weights on disk)
+    profiled with the draft, optimize's tree for that profile and the greedy vector, and that tree
+    against autoregressive decoding of the same placed target, interleaved per prompt."""
+    placed = replace(run, target=target)
+
+    def profile_work():
+        prompts = run.prompt_ids[:config.offload_prompts]
+        context = int(sum(map(len, prompts)) / len(prompts) + config.offload_tokens / 2)
+        return profile_hw({"target": ("target, offloaded", target), "draft": ("draft", run.draft)}, dtype,
+                          config.offload_profile_max, context, config.profile_repeats, 1, run.seed)
+
+    profile = store.cell(f"offloaded | {run.workload} | profile", profile_work)
+    tick(f"{run.workload}: offloaded profile", config.offload_tokens)
+
+    def plan_work():
+        if "error" in profile:
+            raise RuntimeError(f"no profile ({profile['error']})")
+        vector_of(vectors, SETTINGS["greedy"])
+        tree = optimize(vectors[setting_name(SETTINGS["greedy"])], profile)
+        return {"parents": tree["parents"], "plan": {k: v for k, v in tree["plan"].items() if k != "candidates"}}
+
+    plan = store.cell(f"offloaded | {run.workload} | plan", plan_work)
+    trees = {"autoregressive": [-1], "Sequoia": plan.get("parents") or plan["error"]}
+    methods = {name: failing(tree) if isinstance(tree, str) else partial(
+        decode_one, placed, parents=tree, sampling=SETTINGS["greedy"], new_tokens=config.offload_tokens)
+        for name, tree in trees.items()}
+    results = run_block(store, f"offloaded | {run.workload} | greedy", methods, config.offload_prompts, tick,
+                        config.offload_tokens)
+    rows = []
+    for name, tree in trees.items():
+        row = {"workload": run.workload, "method": name}
+        if isinstance(tree, list):
+            row.update(tree_size=len(tree), depth=tree_layout(tree).depth)
+        row.update(interval_row(results[name], config.resamples, run.seed, base=results["autoregressive"]))
+        if "error" not in row and not failure(results["autoregressive"]):
+            row["same_tokens"] = ("reference" if name == "autoregressive" else first_difference(
+                [r["output"] for r in results[name]], [r["output"] for r in results["autoregressive"]]))
+        rows.append(row)
+    return {"workload": run.workload, "memory": config.offload_memory, "profile": profile, "plan": plan, "rows": rows}
 
 
 def loop_overhead(rows: list[dict]) -> list[dict]:

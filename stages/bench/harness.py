@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sequoia_cli.engine import Sampling, sync, tree_layout
+from sequoia_cli.engine import Sampling, input_device, sync, tree_layout
 from sequoia_cli.errors import BadInput, one_line
 from stages.decode import decode_prompt
 from stages.profile_hw import machine_facts
@@ -54,9 +54,14 @@ class Config:
     dp_width: int = 32
     resamples: int = 2000  # bootstrap resamples per interval
     experiments: tuple = (1, 2, 3, 4, 5, 6)  # 4 and 6 are measured in 3's runs
+    # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
+    offload_memory: str = "1GiB"
+    offload_prompts: int = 3
+    offload_tokens: int = 64
+    offload_profile_max: int = 128
 
 
-EXPERIMENTS = (1, 2, 3, 4, 5, 6)
+EXPERIMENTS = (1, 2, 3, 4, 5, 6, 7)
 
 
 def check_experiments(chosen: tuple) -> tuple:
@@ -64,7 +69,7 @@ def check_experiments(chosen: tuple) -> tuple:
     need 3."""
     unknown = sorted(set(chosen) - set(EXPERIMENTS))
     if unknown or not chosen:
-        raise BadInput(f"--experiments {','.join(map(str, chosen))}: choose among 1-6")
+        raise BadInput(f"--experiments {','.join(map(str, chosen))}: choose among 1-7")
     if {4, 6} & set(chosen) and 3 not in chosen:
         raise BadInput("--experiments: 4 and 6 are measured in experiment 3's runs, so they need 3")
     return tuple(sorted(set(chosen)))
@@ -81,8 +86,8 @@ QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=
                profile_repeats=1, dp_sizes=(64, 256))
 FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 40, 48), robust_tokens=24,
               acceptance_prompts=4, continuation=48, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
-              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((8, 4), (32, 4)), chain_max_size=4,
-              profile_max=128)
+              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), chain_max_size=4,
+              profile_max=128, experiments=EXPERIMENTS)
 
 
 @dataclass
@@ -140,11 +145,11 @@ def forward_clock(model):
     started = []
 
     def before(module, args):
-        started.append(clock(model.device))
+        started.append(clock(input_device(model)))
 
     def after(module, args, output):
         totals["calls"] += 1
-        totals["seconds"] += clock(model.device) - started.pop()
+        totals["seconds"] += clock(input_device(model)) - started.pop()
 
     hooks = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
     try:
@@ -160,7 +165,7 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
     the seconds spent inside each model's forwards; with `expected`, each step's expected tokens."""
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
         record = decode_prompt(run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
-                               tree_layout(parents, run.target.device), sampling, new_tokens, run.seed,
+                               tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed,
                                expected=expected)
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
@@ -176,7 +181,7 @@ def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: 
     from transformers import GenerationConfig
     from transformers.utils import logging as hf_logging
 
-    ids = torch.tensor([run.prompt_ids[index]], device=run.target.device)
+    ids = torch.tensor([run.prompt_ids[index]], device=input_device(run.target))
     sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
     settings = GenerationConfig(max_new_tokens=new_tokens, pad_token_id=run.pad, eos_token_id=sorted(run.eos) or None,
                                 **({"do_sample": False} if sampling.greedy else sampled))
@@ -185,10 +190,10 @@ def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: 
     hf_logging.set_verbosity_error()  # assisted generation warns about its own internal call
     try:
         with torch.inference_mode(), forward_clock(run.target) as forwards:
-            started = clock(run.target.device)
+            started = clock(input_device(run.target))
             out = run.target.generate(ids, attention_mask=torch.ones_like(ids), generation_config=settings,
                                       assistant_model=run.draft if assisted else None)
-            seconds = clock(run.target.device) - started
+            seconds = clock(input_device(run.target)) - started
     finally:
         hf_logging.set_verbosity(verbosity)
     output = out[0, ids.shape[1]:].tolist()

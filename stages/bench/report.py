@@ -124,10 +124,11 @@ def wall_section(rows: list[dict], workload: str, setting: str) -> str:
 def hardware_section(rows: list[dict], workload: str) -> str:
     subset = [r for r in rows if r["workload"] == workload]
     lines = [[r["tree"], plain(r, "tree_size"), plain(r, "depth"), plain(r, "predicted_tokens", 2),
-              interval(r, "tokens_per_step"), number(None if "error" in r else r.get("predicted_speedup"), 2, "x"),
+              plain(r, "predicted_tokens_by_level", 2), interval(r, "tokens_per_step"),
+              number(None if "error" in r else r.get("predicted_speedup"), 2, "x"),
               interval(r, "speedup", 2, "x"), plain(r, "rank")] for r in subset]
-    table = markdown_table(["tree", "size", "depth", "predicted tokens/step", "measured tokens/step",
-                            "predicted speedup", "measured speedup", "rank"], lines)
+    table = markdown_table(["tree", "size", "depth", "predicted tokens/step (positional)", "(by level)",
+                            "measured tokens/step", "predicted speedup", "measured speedup", "rank"], lines)
     ranked = sorted((r for r in subset if "rank" in r), key=lambda r: r["rank"])
     pick = next((r for r in ranked if r["tree"] == "optimizer's pick"), None)
     if not ranked or pick is None:
@@ -142,6 +143,28 @@ def hardware_section(rows: list[dict], workload: str) -> str:
             f" and ranks {pick['rank']} of {len(ranked)}; the sweep's best is {best['tree']} at"
             f" {best['speedup']['value']:.2f}x, {100 * (best['speedup']['value'] / pick['speedup']['value'] - 1):.0f}%"
             " above the pick.")
+
+
+def offloaded_section(result: dict | None) -> str:
+    if not result or "error" in result:
+        return (result or {}).get("error", "not measured")
+    profile, plan = result["profile"], result["plan"]
+    parts = []
+    if "error" in profile:
+        parts.append(f"profile: {profile['error']}")
+    else:
+        counts = list(profile["target"]["ms"])
+        parts.append(markdown_table(["tokens"] + counts, [[f"{role} ms"] + [f"{profile[role]['ms'][c]:.0f}" for c in counts]
+                                                          for role in ("target", "draft")]))
+    parts.append(plan["error"] if "error" in plan else
+                 f"Optimizer's tree: size {plan['plan']['size']}, depth {plan['plan']['depth']}, predicted"
+                 f" {plan['plan']['speedup']:.2f}x over autoregressive decoding of the offloaded target.")
+    lines = [[r["method"], plain(r, "tree_size"), plain(r, "depth"), plain(r, "tokens"),
+              interval(r, "tokens_per_second"), interval(r, "tokens_per_step"), interval(r, "speedup", 2, "x"),
+              plain(r, "same_tokens")] for r in result["rows"]]
+    parts.append(markdown_table(["method", "size", "depth", "tokens", "tokens/s", "tokens/step",
+                                 "speedup over autoregressive", "same tokens"], lines))
+    return "\n\n".join(parts)
 
 
 def dp_section(rows: list[dict]) -> str:
@@ -318,6 +341,14 @@ def write_report(out_dir: str, results: dict) -> Path:
         " profile.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
         5: "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
         + dp_section(results["dp"]),
+        7: f"## 7. Offloaded target\n\nThe target loaded again with {config['offload_memory']} of CPU memory"
+        " (`--max-memory cpu=...`, accelerate's `device_map=\"auto\"`), the rest of its weights in an offload"
+        " folder on disk, read at every forward: the CPU analogue of the paper's offloading setting, where a"
+        " forward costs nearly the same for 1 token as for hundreds. HumanEval, greedy; its profile (ms per"
+        f" forward, median of {config['profile_repeats']} interleaved rounds), optimize's tree for it, and that"
+        " tree against autoregressive decoding of the same offloaded target, back to back per prompt"
+        f" ({config['offload_prompts']} prompts of {config['offload_tokens']} tokens).\n\n"
+        + offloaded_section(results.get("offloaded")),
         6: "## 6. Loop overhead\n\nExperiment 3's greedy runs of our engine, timed with forward hooks on both models;"
         " outside = wall time minus the time inside both models' forwards.\n\n" + overhead_section(results["overhead"]),
     }

@@ -1,0 +1,92 @@
+"""profile-hw's timing plan on a synthetic timer: the machine's drift does not bend the curves, an
+outlier does not move them, and the monotone fix keeps what the data show beyond their spread."""
+
+import pytest
+
+from sequoia_cli.artifacts import check_profile
+from stages.profile_hw import curves, monotone, profile_hw, time_rounds
+from tests.tiny import tiny_model
+
+TARGET = {1: 100.0, 2: 104.0, 4: 110.0, 8: 150.0, 16: 230.0}
+DRAFT = {1: 20.0, 2: 22.0, 4: 25.0, 8: 40.0, 16: 70.0}
+COUNTS = list(TARGET)
+
+
+def drifting_timer(drift: float, calls: int, outlier_at: int | None = None):
+    """The true times, slowed down linearly by up to `drift` over `calls` calls; the call
+    `outlier_at` takes 10 times as long."""
+    made = []
+
+    def time_one(role, count):
+        index = len(made)
+        made.append((role, count))
+        ms = (TARGET if role == "target" else DRAFT)[count] * (1.0 + drift * index / calls)
+        return ms * 10.0 if index == outlier_at else ms
+
+    return time_one, made
+
+
+def shape(curve: dict, reference: float) -> dict:
+    return {int(count): ms / reference for count, ms in curve["ms"].items()}
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.3, -0.25])
+def test_drift_does_not_bend_the_curves(drift):
+    rounds = 5
+    calls = rounds * 2 * 2 * len(COUNTS)
+    time_one, made = drifting_timer(drift, calls)
+    result = curves(time_rounds(time_one, ["target", "draft"], COUNTS, rounds), ["target", "draft"], COUNTS)
+    assert len(made) == calls
+    t1 = result["target"]["ms"]["1"]
+    assert shape(result["target"], t1) == pytest.approx({c: TARGET[c] / TARGET[1] for c in COUNTS}, rel=1e-9)
+    assert shape(result["draft"], t1) == pytest.approx({c: DRAFT[c] / TARGET[1] for c in COUNTS}, rel=1e-9)
+
+
+def test_timing_one_count_after_another_would_bend_them():
+    # The same drift, counts timed in sequence (as profile-hw did before): the shape is off by far
+    # more than the 5% two profiles must agree within, so the test above can fail.
+    time_one, _ = drifting_timer(0.3, 2 * len(COUNTS))
+    sequential = {count: time_one("target", count) for count in COUNTS}
+    assert sequential[16] / sequential[1] > 1.1 * TARGET[16] / TARGET[1]
+
+
+@pytest.mark.parametrize("outlier_at", [0, 7, 23, 79])
+def test_an_outlier_does_not_move_the_median(outlier_at):
+    rounds, roles = 5, ["target", "draft"]
+    calls = rounds * 2 * 2 * len(COUNTS)
+    clean = curves(time_rounds(drifting_timer(0.2, calls)[0], roles, COUNTS, rounds), roles, COUNTS)
+    noisy = curves(time_rounds(drifting_timer(0.2, calls, outlier_at)[0], roles, COUNTS, rounds), roles, COUNTS)
+    t1_clean, t1_noisy = clean["target"]["ms"]["1"], noisy["target"]["ms"]["1"]
+    for role in roles:
+        assert shape(noisy[role], t1_noisy) == pytest.approx(shape(clean[role], t1_clean), rel=1e-9)
+
+
+def test_every_round_times_every_item_out_and_back_in_a_rotated_order():
+    time_one, made = drifting_timer(0.0, 1)
+    time_rounds(time_one, ["target", "draft"], [1, 2], 3)
+    items = [("target", 1), ("target", 2), ("draft", 1), ("draft", 2)]
+    for index in range(3):
+        order = items[index:] + items[:index]
+        assert made[8 * index: 8 * index + 8] == order + order[::-1]
+
+
+def test_monotone_pools_dips_within_the_spread_and_keeps_real_ones():
+    within = monotone([100.0, 120.0, 115.0, 130.0], [[100, 100], [110, 125], [110, 125], [120, 140]])
+    assert within == pytest.approx([100.0, 117.5, 117.5, 130.0])
+    beyond = monotone([100.0, 120.0, 90.0, 130.0], [[100, 100], [115, 125], [85, 95], [120, 140]])
+    assert beyond == [100.0, 120.0, 90.0, 130.0]
+    assert monotone([1.0, 2.0, 3.0], [[0, 9]] * 3) == [1.0, 2.0, 3.0]
+
+
+def test_profile_of_tiny_models_records_its_rounds_and_spread():
+    target, draft = tiny_model("qwen2", seed=1), tiny_model("qwen2", seed=2)
+    done = []
+    profile = profile_hw({"target": ("t", target), "draft": ("d", draft)}, "float32", 4, 8, 3, 1,
+                         on_round_done=lambda: done.append(1))
+    check_profile("profile.json", profile)
+    assert len(done) == 3 and len(profile["target_t1_by_round"]) == 3
+    assert profile["repeats"] == 3 and profile["warmup"] == 1 and profile["threads"] >= 1
+    for role in ("target", "draft"):
+        assert list(profile[role]["ms"]) == list(profile[role]["spread"]) == ["1", "2", "3", "4"]
+        for count, (low, high) in profile[role]["spread"].items():
+            assert 0 < low <= high
