@@ -310,11 +310,17 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
             "stderr": stderr, **extra}
 
 
+LEVEL_PRIOR = 16
+
+
 def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: float, top_p: float, width: int,
                            **run) -> dict:
     """The acceptance artifact of counts[level - 1][rank] (rank 0: none accepted): the vector over
     every level, the rows by level down to the deepest measured (the last standing for every
-    deeper level), each with its samples and standard errors, and the counts themselves."""
+    deeper level), each with its samples and the standard errors of its raw frequencies, and the
+    counts themselves. Each row is its level's counts plus LEVEL_PRIOR positions distributed as
+    the whole vector: a level seen a few times (on code, a rejection is rare, so level 1 may
+    have a handful of positions) stays near the whole vector instead of steering the DP."""
     def vector(row: list[int]) -> tuple[list[float], list[float]]:
         samples = sum(row)
         acceptance = [c / samples if samples else 0.0 for c in row[1:]]
@@ -324,7 +330,11 @@ def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: floa
     samples = sum(total)
     acceptance, stderr = vector(total)
     levels = [row for row in counts if sum(row)]
-    by_level = {"acceptance_by_level": [vector(row)[0] for row in levels], "samples_by_level": [sum(r) for r in levels],
+
+    def shrunk(row: list[int]) -> list[float]:
+        return [(c + LEVEL_PRIOR * a) / (sum(row) + LEVEL_PRIOR) for c, a in zip(row[1:], acceptance)]
+
+    by_level = {"acceptance_by_level": [shrunk(row) for row in levels], "samples_by_level": [sum(r) for r in levels],
                 "stderr_by_level": [vector(row)[1] for row in levels]} if levels else {}
     return acceptance_artifact(mode, temperature, top_p, width, acceptance,
                                rejected_all=total[0] / samples if samples else 1.0, samples=samples, stderr=stderr,

@@ -68,11 +68,13 @@ def test_rows_by_level_are_the_counts_of_each_level():
     counts = vector["counts"]
     assert len(counts) == LEVELS and all(len(row) == 4 for row in counts)
     assert [sum(row) for row in counts if sum(row)] == vector["samples_by_level"]
-    for row, acceptance, stderr in zip(counts, vector["acceptance_by_level"], vector["stderr_by_level"]):
-        assert acceptance == pytest.approx([c / sum(row) for c in row[1:]])
-        assert stderr == pytest.approx([(a * (1 - a) / sum(row)) ** 0.5 for a in acceptance])
     total = [sum(column) for column in zip(*counts)]
-    assert vector["acceptance"] == pytest.approx([c / sum(total) for c in total[1:]])
+    pooled = [c / sum(total) for c in total[1:]]
+    assert vector["acceptance"] == pytest.approx(pooled)
+    for row, acceptance, stderr in zip(counts, vector["acceptance_by_level"], vector["stderr_by_level"]):
+        # A row: its counts plus 16 positions spread as the whole vector.
+        assert acceptance == pytest.approx([(c + 16 * a) / (sum(row) + 16) for c, a in zip(row[1:], pooled)])
+        assert stderr == pytest.approx([(c / sum(row) * (1 - c / sum(row)) / sum(row)) ** 0.5 for c in row[1:]])
 
 
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(0.8, 0.9)], ids=["greedy", "sampled"])
@@ -86,6 +88,18 @@ def test_merged_shards_equal_the_whole_measurement(sampling):
                                                 shard=(i, 4))) for i in (2, 0, 3, 1)]
     assert [s["prompts"] for _, s in shards] == [1, 2, 1, 2] and shards[3][1]["shard"] == "1/4"
     assert merge_acceptance(shards) == whole
+
+
+def test_a_level_seen_a_few_times_stays_near_the_whole_vector():
+    from sequoia_cli.artifacts import acceptance_from_counts
+
+    # Level 1: 4 positions, all accepted at rank 2; level 2: 400 positions, 90% at rank 1.
+    vector = acceptance_from_counts([[0, 0, 4], [40, 360, 0]], "greedy", 0.0, 1.0, 2)
+    assert vector["acceptance"] == pytest.approx([360 / 404, 4 / 404])
+    first, deep = vector["acceptance_by_level"]
+    assert first[0] > 0.6 and first[1] < 0.3  # not the raw [0, 1]
+    assert deep == pytest.approx([0.9, 0.0], abs=0.01)
+    assert vector["samples_by_level"] == [4, 400]
 
 
 def test_merging_refuses_shards_of_different_measurements():
