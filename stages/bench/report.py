@@ -129,6 +129,7 @@ def hardware_section(rows: list[dict], workload: str) -> str:
               interval(r, "speedup", 2, "x"), plain(r, "rank")] for r in subset]
     table = markdown_table(["tree", "size", "depth", "predicted tokens/step (positional)", "(by level)",
                             "measured tokens/step", "predicted speedup", "measured speedup", "rank"], lines)
+    table += prediction_errors(subset)
     ranked = sorted((r for r in subset if "rank" in r), key=lambda r: r["rank"])
     pick = next((r for r in ranked if r["tree"] == "optimizer's pick"), None)
     if not ranked or pick is None:
@@ -165,6 +166,21 @@ def offloaded_section(result: dict | None) -> str:
     parts.append(markdown_table(["method", "size", "depth", "tokens", "tokens/s", "tokens/step",
                                  "speedup over autoregressive", "same tokens"], lines))
     return "\n\n".join(parts)
+
+
+def prediction_errors(rows: list[dict]) -> str:
+    """How far each prediction is from what was measured: per tree, predicted / measured - 1."""
+    measured = [r for r in rows if "error" not in r and "value" in r.get("tokens_per_step", {})]
+    if not measured:
+        return ""
+    def errors(key, figure):
+        return ", ".join(f"{r['tree']} {100 * (r[key] / r[figure]['value'] - 1):+.1f}%" for r in measured if key in r)
+    lines = [f"tokens/step, positional: {errors('predicted_tokens', 'tokens_per_step')}"]
+    if any("predicted_tokens_by_level" in r for r in measured):
+        lines.append(f"tokens/step, by level: {errors('predicted_tokens_by_level', 'tokens_per_step')}")
+    if any("predicted_speedup" in r for r in measured):
+        lines.append(f"speedup: {errors('predicted_speedup', 'speedup')}")
+    return "\n\nPredicted over measured, minus 1: " + "; ".join(lines) + "."
 
 
 def dp_section(rows: list[dict]) -> str:
