@@ -32,13 +32,18 @@ def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int,
     """One step with this tree: the target reads all nodes, the draft reads each level but the
     last, its first level 1 token or 2 (as above; without `acceptance`, 1). No draft timings: the
     draft counts as free."""
-    widths = level_widths(parents)
+    bottom = reaches_bottom(parents, acceptance) if acceptance is not None else 0.0
+    return step_ms_of(level_widths(parents), bottom, target_ms, draft_ms)
+
+
+def step_ms_of(widths: list[int], bottom: float, target_ms: dict[int, float], draft_ms: dict[int, float] | None) -> float:
+    """`step_ms` of a tree given by its level widths and the probability `bottom` that a step
+    reaches its deepest level."""
     draft_cost = 0.0
     if draft_ms and len(widths) > 1:
-        bottom = reaches_bottom(parents, acceptance) if acceptance is not None else 0.0
         first = (1.0 - bottom) * interpolate(draft_ms, 1) + bottom * interpolate(draft_ms, 2)
         draft_cost = first + sum(interpolate(draft_ms, width) for width in widths[1:-1])
-    return interpolate(target_ms, len(parents)) + draft_cost
+    return interpolate(target_ms, sum(widths)) + draft_cost
 
 
 def predicted_speedup(parents: list[int], acceptance, target_ms: dict[int, float],

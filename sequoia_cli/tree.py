@@ -203,6 +203,29 @@ def best_tree(table: TreeTable, size: int, depth: int) -> list[int]:
     return parents
 
 
+def level_summary(table: TreeTable, size: int, depth: int, memo: dict, level: int = 0) -> tuple:
+    """(nodes, reach) per level, relative to the subtree's root, of the subtree that `best_tree`
+    builds at `level` with `size` nodes and depth <= `depth`: its level widths and the
+    probability of reaching each of its levels, without building it. `memo` is shared between
+    calls on one table (levels from the last row's on are alike)."""
+    rows, last = acceptance_rows(table.acceptance), len(table.choice) - 1
+    key = (min(level, last), depth, size)
+    if key not in memo:
+        nodes, reach = np.zeros(depth + 1), np.zeros(depth + 1)
+        nodes[0] = reach[0] = 1.0
+        row = rows[min(level, len(rows) - 1)]
+        remaining, rank = size - 1, 1
+        while remaining > 0:
+            child = int(table.choice[min(level, last), depth, rank, remaining])
+            child_nodes, child_reach = level_summary(table, child, depth - 1, memo, level + 1)
+            nodes[1:] += child_nodes
+            reach[1:] += (row[rank - 1] if rank <= len(row) else 0.0) * child_reach
+            remaining -= child
+            rank += 1
+        memo[key] = (nodes, reach)
+    return memo[key]
+
+
 def dp_tree(acceptance, size: int, max_depth: int | None = None) -> tuple[list[int], float]:
     """The DP's best tree of `size` nodes and depth <= `max_depth` (default: no bound), with its
     expected tokens."""

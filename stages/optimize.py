@@ -4,9 +4,9 @@ the cost model of `sequoia_cli.cost`."""
 import numpy as np
 
 from sequoia_cli.artifacts import planning_acceptance, timings, tree_artifact
-from sequoia_cli.cost import step_ms
+from sequoia_cli.cost import step_ms_of
 from sequoia_cli.errors import BadInput
-from sequoia_cli.tree import best_tree, depth_bound, level_widths, tree_table
+from sequoia_cli.tree import best_tree, depth_bound, level_summary, tree_table
 
 
 def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None,
@@ -29,18 +29,22 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     planned = planning_acceptance(acceptance, positional)
     table = tree_table(planned, max_size, max_depth)
     autoregressive_ms = target_ms[1]
-    candidates, trees = [], {}
+    candidates, bounds, memo = [], {}, {}
     for size in range(1, max_size + 1):
         for depth in range(min(max_depth, size - 1) + 1):
             if not np.isfinite(table.expected[depth, size]):
                 continue
-            parents = best_tree(table, size, depth)
-            actual_depth = len(level_widths(parents)) - 1
-            if (size, actual_depth) in trees:
+            # Each candidate is priced from its level widths, read off the DP's choices: building
+            # every tree would take seconds for a profile of 1024 tokens.
+            nodes, reach = level_summary(table, size, depth, memo)
+            actual_depth = int(np.flatnonzero(nodes)[-1])
+            if (size, actual_depth) in bounds:
                 continue  # a looser bound gave the same tree
-            cost = step_ms(parents, target_ms, draft_ms, planned)
+            widths = [int(n) for n in nodes[:actual_depth + 1]]
+            bottom = float(reach[actual_depth]) if actual_depth else 0.0
+            cost = step_ms_of(widths, bottom, target_ms, draft_ms)
             expected = float(table.expected[depth, size])
-            trees[size, actual_depth] = parents
+            bounds[size, actual_depth] = depth
             candidates.append({
                 "size": size, "depth": actual_depth, "expected_tokens": expected,
                 "step_ms": cost, "ms_per_token": cost / expected,
@@ -57,4 +61,5 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
            if (profile.get(role) or {}).get("setup")},
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
     }
-    return tree_artifact(trees[best["size"], best["depth"]], acceptance, best["expected_tokens"], positional, plan)
+    parents = best_tree(table, best["size"], bounds[best["size"], best["depth"]])
+    return tree_artifact(parents, acceptance, best["expected_tokens"], positional, plan)

@@ -411,3 +411,21 @@ def test_rows_by_level_weigh_each_level_by_its_own_row():
     rows = [[0.5], [0.8], [0.9]]
     assert expected_tokens([-1, 0, 1, 2, 3], rows) == pytest.approx(1 + 0.5 + 0.4 + 0.36 + 0.324)
     assert expected_tokens([-1, 0, 1], [[0.5]]) == expected_tokens([-1, 0, 1], [0.5])
+
+
+@pytest.mark.parametrize("rows", LEVEL_ROWS + [[0.6, 0.2, 0.1]], ids=str)
+def test_level_summary_is_the_built_trees_widths_and_reach(rows):
+    from sequoia_cli.tree import level_summary, path_probabilities
+
+    table, memo = tree_table(rows, 30, 7), {}
+    for n in range(1, 31):
+        for d in range(0, 8):
+            if not np.isfinite(table.expected[d, n]):
+                continue
+            parents = best_tree(table, n, d)
+            nodes, reach = level_summary(table, n, d, memo)
+            node_depths = depths(parents)
+            assert nodes.tolist() == [node_depths.count(level) for level in range(d + 1)]
+            probabilities = path_probabilities(parents, rows)
+            assert reach == pytest.approx([sum(p for p, depth in zip(probabilities, node_depths) if depth == level)
+                                           for level in range(d + 1)], abs=1e-12)
