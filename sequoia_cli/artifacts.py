@@ -192,7 +192,21 @@ def check_acceptance(path: str, artifact: dict) -> dict:
                 check.fail(f"'counts[{level}]' has {len(row)} entries, 'counts[0]' {len(counts[0])}")
             for rank, count in enumerate(row):
                 check.integer(count, f"counts[{level}][{rank}]")
+    if "ranks" in artifact:
+        _check_ranks(check, artifact["ranks"], artifact.get("width", len(acceptance)))
     return artifact
+
+
+def _check_ranks(check: _Checker, ranks, width: int) -> None:
+    """{prompt index: [accepted rank per position, 0..width]}."""
+    if not isinstance(ranks, dict):
+        check.fail("'ranks' must be an object: prompt index -> list of accepted ranks")
+    for prompt, row in ranks.items():
+        if not (prompt.isascii() and prompt.isdigit()) or not isinstance(row, list):
+            check.fail(f"'ranks' must map prompt indices to lists of ranks (found {prompt!r})")
+        for position, rank in enumerate(row):
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= width:
+                check.fail(f"'ranks[{prompt}][{position}]' is {rank!r}: expected a rank 0..{width}")
 
 
 def _check_rows(check: _Checker, rows, name: str) -> list[list[float]]:
@@ -313,6 +327,12 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
 LEVEL_PRIOR = 16
 
 
+def shrunk_rows(counts: list[list[int]], acceptance: list[float]) -> list[list[float]]:
+    """Each row of counts (by rank, rank 0: none accepted) as a vector, its counts plus
+    LEVEL_PRIOR positions distributed as `acceptance` (the whole vector)."""
+    return [[(c + LEVEL_PRIOR * a) / (sum(row) + LEVEL_PRIOR) for c, a in zip(row[1:], acceptance)] for row in counts]
+
+
 def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: float, top_p: float, width: int,
                            **run) -> dict:
     """The acceptance artifact of counts[level - 1][rank] (rank 0: none accepted): the vector over
@@ -330,11 +350,7 @@ def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: floa
     samples = sum(total)
     acceptance, stderr = vector(total)
     levels = [row for row in counts if sum(row)]
-
-    def shrunk(row: list[int]) -> list[float]:
-        return [(c + LEVEL_PRIOR * a) / (sum(row) + LEVEL_PRIOR) for c, a in zip(row[1:], acceptance)]
-
-    by_level = {"acceptance_by_level": [shrunk(row) for row in levels], "samples_by_level": [sum(r) for r in levels],
+    by_level = {"acceptance_by_level": shrunk_rows(levels, acceptance), "samples_by_level": [sum(r) for r in levels],
                 "stderr_by_level": [vector(row)[1] for row in levels]} if levels else {}
     return acceptance_artifact(mode, temperature, top_p, width, acceptance,
                                rejected_all=total[0] / samples if samples else 1.0, samples=samples, stderr=stderr,
@@ -348,14 +364,16 @@ def provenance(acceptance: dict) -> dict:
 
 
 def tree_artifact(parents: list[int], acceptance: dict, expected: float, positional: bool = False,
-                  plan: dict | None = None) -> dict:
+                  plan: dict | None = None, rows: list | None = None) -> dict:
     """A tree planned from the acceptance artifact `acceptance` (and, from optimize, a `plan`):
-    `planned_by` says whether its `expected_tokens` come from the rows by level or the one vector;
-    both are carried, so that decode can set what it measures beside either prediction."""
+    `planned_by` says whether its `expected_tokens` come from the rows by level (`rows`, those the
+    tree meets, else the artifact's) or the one vector; both are carried, so that decode can set
+    what it measures beside either prediction."""
     tree = {"format": format_of(TREE), "parents": parents, "size": len(parents), "depth": max(depths(parents)),
             "expected_tokens": expected, "acceptance": acceptance["acceptance"], "source": provenance(acceptance)}
-    if acceptance.get("acceptance_by_level"):
-        tree["acceptance_by_level"] = acceptance["acceptance_by_level"]
+    by_level = rows if rows and isinstance(rows[0], list) else acceptance.get("acceptance_by_level")
+    if by_level:
+        tree["acceptance_by_level"] = by_level
     tree["planned_by"] = "positional" if positional or "acceptance_by_level" not in tree else "level"
     if plan is not None:
         tree["plan"] = plan

@@ -82,7 +82,8 @@ class Result:
     # Per step, when asked: the tokens the step adds on average over verification's coin flips,
     # given the tree drafted (see `expected_tokens`).
     expected: list[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole call, prefill included
+    prefill_seconds: float = 0.0  # both models reading the prompt (all but its last token)
     draft_forwards: int = 0
     stopped_by: str = ""  # eos | max_new_tokens | context
     # The caches at the end: the target's holds every token but the last, the draft's a prefix.
@@ -290,9 +291,17 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     target_cache, draft_cache = DynamicCache(config=target.config), None
     if draft is not None and layout.depth > 0:
         draft_cache = DynamicCache(config=draft.config)
-    target_cached = draft_cached = 0
     started = time.perf_counter()
     with torch.inference_mode():
+        # The prompt but its last token, read before the first step (which reads that token as its
+        # root), so that the prefill is timed apart from the steps the cost model predicts.
+        prefix = torch.tensor(tokens[:-1], device=device)
+        caches = [(target, target_cache)] + ([(draft, draft_cache)] if draft_cache is not None else [])
+        for model, cache in caches if len(prefix) else ():
+            forward(model, cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device), last=1)
+        target_cached = draft_cached = len(prefix)
+        sync(device)
+        result.prefill_seconds = time.perf_counter() - started
         while True:
             # Near the end of the context, finish with plain steps rather than overflow it.
             step_layout = layout if len(tokens) + layout.depth <= context else single

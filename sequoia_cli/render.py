@@ -75,6 +75,8 @@ def tree_drawing(tree: dict) -> None:
 def stats_table(stats: dict) -> None:
     grid = Table(show_header=False, box=None)
     grid.add_row("tokens", f"{stats['tokens']} in {stats['seconds']:.2f} s = {stats['tokens_per_second']:.2f} tokens/s")
+    grid.add_row("without prefill", f"{stats['step_tokens_per_second']:.2f} tokens/s (the prompts' prefill took"
+                                    f" {stats['prefill_seconds']:.2f} s)")
     grid.add_row("target forwards", str(stats["target_forwards"]))
     grid.add_row("draft forwards", str(stats["draft_forwards"]))
     shown = [f"{name} {stats[key]:.3f}" for name, key in (("positional", "predicted_positional"),

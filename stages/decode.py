@@ -47,6 +47,7 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
         "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
+        "prefill_seconds": result.prefill_seconds,
         "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
     }
     if expected:
@@ -85,9 +86,13 @@ def summarize(records: list[dict], layout: Layout, expected_tokens: float | None
     tokens = sum(len(r["output_ids"]) for r in records)
     steps = sum(r["steps"] for r in records)
     seconds = sum(r["seconds"] for r in records)
+    prefill = sum(r["prefill_seconds"] for r in records)
+    stepping = seconds - prefill
     return {
-        "prompts": len(records), "tokens": tokens, "seconds": seconds,
+        "prompts": len(records), "tokens": tokens, "seconds": seconds, "prefill_seconds": prefill,
         "tokens_per_second": tokens / seconds if seconds else 0.0,
+        # What the cost model predicts: the steps alone, the prompts' prefill left out.
+        "step_tokens_per_second": tokens / stepping if stepping > 0 else 0.0,
         "target_forwards": steps, "draft_forwards": sum(r["draft_forwards"] for r in records),
         "mean_accepted": tokens / steps if steps else 0.0,
         "expected_tokens": expected_tokens, **(predicted or {}), "tree_size": layout.size, "tree_depth": layout.depth,

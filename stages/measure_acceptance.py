@@ -6,19 +6,19 @@ distribution proposes `width` children (without replacement; greedy: its top-k) 
 verification code of `decode` says which rank, if any, the target accepts.
 
 Each position also has a level: 1 right after a rejection, l after l - 1 accepted positions (the
-last level standing for every deeper one). A step's root follows a rejection, so level l stands
-for the children of a tree's level l - 1, and `acceptance_by_level` is what the level-aware DP
-plans with. The raw counts (by level and rank) are kept, so that shards merge exactly.
+last level standing for every deeper one): the counts by level and rank give `acceptance_by_level`,
+and shards merge exactly from them. The accepted rank at every position is kept too (`ranks`):
+walked down by a tree, they give the rows that tree meets in decode (`sequoia_cli.levels`), which
+build-tree and optimize plan with.
 """
 
 import torch
 
 from sequoia_cli.artifacts import acceptance_from_counts
 from sequoia_cli.engine import Sampling, fit_vocab, generate, input_device, prompt_generator, tree_layout
+from sequoia_cli.levels import LEVELS
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.sampling import distribution, draw_children, verify_node
-
-LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
 
 
 def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
@@ -61,13 +61,14 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
                        continuation_tokens: int, seed: int, chat_template: bool = True,
                        use_reference: bool = False, on_prompt_done=None, run: dict | None = None,
                        shard: tuple[int, int] = (0, 1)) -> dict:
-    """A sequoia-acceptance/1 artifact: the vector, its rows by level and the counts, plus the
+    """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts and the ranks, plus the
     `run` fields given (models, data set, device, ...). `shard` (I, N) measures the prompts
     I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
     vocab = target.get_output_embeddings().out_features
     counts = torch.zeros(LEVELS, width + 1, dtype=torch.long)  # [level - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
+    ranks_by_prompt = {}
     part, parts = shard
     for index, record in enumerate(records):
         if index % parts != part:
@@ -84,6 +85,7 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
         ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width, generator)
         for level, rank in zip(run_lengths(ranks), ranks):
             counts[level - 1, rank] += 1
+        ranks_by_prompt[str(index)] = ranks
         # Tokens the draft cannot propose (outside a sub-vocabulary draft's ids).
         continued = torch.tensor(continuation, device=draft_logits.device)
         outside += int(torch.isneginf(draft_logits[torch.arange(len(continuation)), continued]).sum())
@@ -94,4 +96,5 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
     return acceptance_from_counts(counts.tolist(), mode, sampling.temperature, sampling.top_p, width,
                                   prompts=len(range(part, len(records), parts)), continuation_tokens=continuation_tokens,
                                   seed=seed, outside_draft_vocab=outside / positions if positions else 0.0,
+                                  ranks=ranks_by_prompt,
                                   **({"shard": f"{part}/{parts}"} if parts > 1 else {}), **(run or {}))

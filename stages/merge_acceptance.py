@@ -1,5 +1,5 @@
 """merge-acceptance: the shards of one measurement (measure-acceptance --shard I/N) merged from
-their counts, so that the result equals the measurement of all their prompts."""
+their counts and ranks, so that the result equals the measurement of all their prompts."""
 
 from sequoia_cli.artifacts import acceptance_from_counts
 from sequoia_cli.errors import BadInput
@@ -9,7 +9,7 @@ SAME = ("draft", "target", "draft_setup", "target_setup", "mode", "temperature",
 # What the merge computes again rather than copies from the first shard.
 DERIVED = ("format", "mode", "temperature", "top_p", "width", "acceptance", "rejected_all", "samples", "stderr",
            "acceptance_by_level", "samples_by_level", "stderr_by_level", "counts", "shard", "prompts",
-           "outside_draft_vocab")
+           "outside_draft_vocab", "ranks")
 
 
 def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
@@ -41,4 +41,7 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
     merged["prompts"] = sum(s.get("prompts", 0) for s in artifacts)
     if "outside_draft_vocab" in first:
         merged["outside_draft_vocab"] = outside / samples if samples else 0.0
+    if all("ranks" in s for s in artifacts):  # each shard's prompts are its own, so they never collide
+        prompts = sorted((int(p), ranks) for s in artifacts for p, ranks in s["ranks"].items())
+        merged["ranks"] = {str(p): ranks for p, ranks in prompts}
     return merged

@@ -3,17 +3,18 @@ the cost model of `sequoia_cli.cost`."""
 
 import numpy as np
 
-from sequoia_cli.artifacts import planning_acceptance, timings, tree_artifact
-from sequoia_cli.cost import step_ms_of
+from sequoia_cli.artifacts import timings, tree_artifact
+from sequoia_cli.cost import step_ms, step_ms_of
 from sequoia_cli.errors import BadInput
-from sequoia_cli.tree import best_tree, depth_bound, level_summary, tree_table
+from sequoia_cli.levels import plan_by_levels
+from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
 
 def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None,
              positional: bool = False) -> dict:
     """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
     weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
-    rows by level, unless `positional`)."""
+    rows by level or ranks, unless `positional`: `levels.plan_by_levels`)."""
     target_ms = timings(profile["target"])
     draft_ms = timings(profile["draft"]) if profile.get("draft") else None
     largest = max(target_ms)
@@ -25,10 +26,26 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
         raise BadInput(f"--max-size {max_size} is past the largest profiled target count {largest}:"
                        f" run profile-hw with --max-tokens {max_size}")
     max_depth = depth_bound(max_size, max_depth)
+    (parents, candidates), rows = plan_by_levels(
+        acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft_ms))
+    # The chosen tree priced with the rows it meets: its candidate's figures once planning settled.
+    expected, cost = expected_tokens(parents, rows), step_ms(parents, target_ms, draft_ms, rows)
+    plan = {
+        "size": len(parents), "depth": max(depths(parents)), "speedup": expected * target_ms[1] / cost,
+        "ms_per_token": cost / expected, "step_ms": cost,
+        "autoregressive_ms_per_token": target_ms[1],
+        "draft_counted": draft_ms is not None,
+        "device": profile.get("device"), "dtype": profile.get("dtype"),
+        **{f"{role}_setup": profile[role]["setup"] for role in ("target", "draft")
+           if (profile.get(role) or {}).get("setup")},
+        "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
+    }
+    return tree_artifact(parents, acceptance, expected, positional, plan, rows)
 
-    planned = planning_acceptance(acceptance, positional)
+
+def _search(planned, max_size: int, max_depth: int, target_ms: dict, draft_ms: dict | None) -> tuple[list[int], list]:
+    """(the tree of the best candidate, every candidate) for the acceptance rows `planned`."""
     table = tree_table(planned, max_size, max_depth)
-    autoregressive_ms = target_ms[1]
     candidates, bounds, memo = [], {}, {}
     for size in range(1, max_size + 1):
         for depth in range(min(max_depth, size - 1) + 1):
@@ -48,18 +65,7 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
             candidates.append({
                 "size": size, "depth": actual_depth, "expected_tokens": expected,
                 "step_ms": cost, "ms_per_token": cost / expected,
-                "speedup": expected * autoregressive_ms / cost,
+                "speedup": expected * target_ms[1] / cost,
             })
     best = max(candidates, key=lambda c: c["speedup"])
-    plan = {
-        "size": best["size"], "depth": best["depth"], "speedup": best["speedup"],
-        "ms_per_token": best["ms_per_token"], "step_ms": best["step_ms"],
-        "autoregressive_ms_per_token": autoregressive_ms,
-        "draft_counted": draft_ms is not None,
-        "device": profile.get("device"), "dtype": profile.get("dtype"),
-        **{f"{role}_setup": profile[role]["setup"] for role in ("target", "draft")
-           if (profile.get(role) or {}).get("setup")},
-        "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
-    }
-    parents = best_tree(table, best["size"], bounds[best["size"], best["depth"]])
-    return tree_artifact(parents, acceptance, best["expected_tokens"], positional, plan)
+    return best_tree(table, best["size"], bounds[best["size"], best["depth"]]), candidates

@@ -5,10 +5,10 @@ What the optimizer needs is the curves' shape (each count against the target's t
 against the target), and a machine's speed drifts by tens of percent within minutes. So every
 (model, count) is timed once per round, in an order rotated each round and then walked back in
 reverse (a drift that is linear over the round then falls on every item alike), each time taken
-as a ratio to the target's t(1) of the same round, and the median of the ratios over rounds is
-kept: drift cancels and one outlier does not move it. The ms written are those medians times the
-median t(1); the spread is the interquartile range over rounds, and the curve is made monotone
-in the count where that stays within the spread.
+as a ratio to its model's t(1) of the same round (the draft's t(1) to the target's), and the
+median of the ratios over rounds is kept: drift cancels and one outlier does not move it. The ms
+written are those medians times the median t(1); the spread is the interquartile range over
+rounds, and the curve is made monotone in the count where that stays within the spread.
 """
 
 import time
@@ -117,15 +117,21 @@ def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_r
 
 
 def curves(rounds: list[dict], roles: list[str], counts: list[int]) -> dict[str, dict]:
-    """{role: {"ms": {count: ms}, "spread": {count: [low, high]}}}: per item the median over rounds
-    of its ratio to the first role's t(1) in the same round, times the median of that t(1)."""
+    """{role: {"ms": {count: ms}, "spread": {count: [low, high]}}}. A model's shape is the median
+    over rounds of each count's time over its own t(1) in the same round, its level the median of
+    its t(1) over the first role's t(1) in the same round, and the scale the median of that t(1):
+    a slowdown of one model alone (the target's t(1) was seen to jump by a third within one
+    process) then moves one figure, not the other model's whole curve."""
     reference = (roles[0], 1)
     scale = float(np.median([r[reference] for r in rounds]))
     out = {}
     for role in roles:
-        ratios = {count: np.array([r[role, count] / r[reference] for r in rounds]) for count in counts}
-        ms = [scale * float(np.median(ratios[c])) for c in counts]
-        spread = [[scale * float(np.percentile(ratios[c], 25)), scale * float(np.percentile(ratios[c], 75))]
+        level = scale * float(np.median([r[role, 1] / r[reference] for r in rounds]))
+        ratios = {count: np.array([r[role, count] / r[role, 1] for r in rounds]) for count in counts}
+        if role != roles[0]:
+            ratios[1] = np.array([r[role, 1] / r[reference] for r in rounds]) * scale / level
+        ms = [level * float(np.median(ratios[c])) for c in counts]
+        spread = [[level * float(np.percentile(ratios[c], 25)), level * float(np.percentile(ratios[c], 75))]
                   for c in counts]
         out[role] = {"ms": {str(c): t for c, t in zip(counts, monotone(ms, spread))},
                      "spread": {str(c): s for c, s in zip(counts, spread)}}

@@ -235,6 +235,11 @@ ACCEPTANCE_FAULTS = {
     "rejected_all disagrees": (_set(["rejected_all"], 0.5), ["'rejected_all'"]),
     "width too small": (_set(["width"], 2), ["'width'", "3 entries"]),
     "negative temperature": (_set(["temperature"], -1), ["'temperature'"]),
+    "ranks not an object": (_set(["ranks"], [[1, 0]]), ["'ranks'", "object"]),
+    "ranks key not a prompt": (_set(["ranks"], {"²": [1]}), ["'ranks'", "'²'"]),
+    "ranks not a list": (_set(["ranks"], {"0": 1}), ["'ranks'", "'0'"]),
+    "rank past the width": (_set(["ranks"], {"0": [1, 17]}), ["ranks[0][1]", "17", "0..16"]),
+    "rank not an integer": (_set(["ranks"], {"0": [1.0]}), ["ranks[0][0]"]),
 }
 
 PROFILE_FAULTS = {

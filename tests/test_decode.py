@@ -169,7 +169,7 @@ def test_decode_data_writes_one_line_per_prompt_and_is_repeatable(pair, tmp_path
                        "--out", str(tmp_path / f"{name}.jsonl"), "--stats", str(tmp_path / f"{name}-stats.json"))
         assert done.returncode == 0, done.stderr
         runs.append([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()])
-    assert runs[0] == [{**r, "seconds": r0["seconds"]} for r, r0 in zip(runs[1], runs[0])]
+    assert runs[0] == [{**r, "seconds": r0["seconds"], "prefill_seconds": r0["prefill_seconds"]} for r, r0 in zip(runs[1], runs[0])]
     assert [r["prompt"] for r in runs[0]] == ["abc", "hello", "xyz 123"]
     for record in runs[0]:
         assert len(record["output_ids"]) == sum(record["accepted"]) and record["steps"] == len(record["accepted"])

@@ -20,6 +20,7 @@ from sequoia_cli.artifacts import timings
 from sequoia_cli.cost import predicted_speedup
 from sequoia_cli.engine import Sampling, chain_parents, tree_layout
 from sequoia_cli.errors import one_line
+from sequoia_cli.levels import rows_met
 from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
 from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
@@ -151,6 +152,11 @@ def plan_trees(store: Store, run: Run, vectors: dict, profile: dict) -> dict[str
 
 def speed(result: dict) -> float:
     return result["tokens"] / result["seconds"]
+
+
+def step_speed(result: dict) -> float:
+    """Tokens/s of the steps alone (what the cost model predicts), the prompt's prefill left out."""
+    return result["tokens"] / (result["seconds"] - result["prefill_seconds"])
 
 
 def tokens_per_step(result: dict) -> float:
@@ -303,6 +309,9 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dic
                     [r["output"] for r in results[name]], [r["output"] for r in results["HF generate"]]))
             row["vs_autoregressive"] = paired_interval(results[name], results["autoregressive"], speed,
                                                        config.resamples, run.seed)
+            if all(r and "prefill_seconds" in r for r in results[name] + results["autoregressive"]):
+                row["steps_vs_autoregressive"] = paired_interval(results[name], results["autoregressive"],
+                                                                 step_speed, config.resamples, run.seed)
             rows.append(row)
         tables[setting] = rows
     return tables
@@ -310,9 +319,10 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dic
 
 def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list[dict]:
     """Experiment 4: the optimizer's pick and the sweep's DP trees from the greedy wall-clock
-    blocks: measured speedup over our autoregressive loop beside the cost model's prediction, and
-    measured tokens per step beside both predictions (positional, and by level where the vector
-    has rows by level; the cost model uses the latter)."""
+    blocks: measured speedup over our autoregressive loop beside the cost model's prediction (the
+    steps alone, as the model predicts them, and with the prompts' prefill), and measured tokens
+    per step beside both predictions (positional, and by level: the rows each tree meets on the
+    vector's ranks, `levels.rows_met`; the cost model uses the latter)."""
     out = []
     for row in rows:
         if row["method"] != "Sequoia" and not row["method"].startswith("DP size"):
@@ -322,9 +332,12 @@ def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list
             out.append({**entry, "error": row["error"]})
             continue
         positional = vector_of(vectors, SETTINGS["greedy"])
-        by_level = vectors[setting_name(SETTINGS["greedy"])].get("acceptance_by_level")
+        vector = vectors[setting_name(SETTINGS["greedy"])]
+        by_level = rows_met(row["parents"], vector) if vector.get("ranks") else vector.get("acceptance_by_level")
         entry.update(tree_size=row["tree_size"], depth=row["depth"], tokens_per_step=row["tokens_per_step"],
-                     predicted_tokens=expected_tokens(row["parents"], positional), speedup=row["vs_autoregressive"])
+                     predicted_tokens=expected_tokens(row["parents"], positional),
+                     speedup=row.get("steps_vs_autoregressive", row["vs_autoregressive"]),
+                     speedup_with_prefill=row["vs_autoregressive"])
         if by_level:
             entry["predicted_tokens_by_level"] = expected_tokens(row["parents"], by_level)
         if "error" not in profile:

@@ -1,0 +1,74 @@
+"""Acceptance by level as decode meets it with a given tree.
+
+`measure-acceptance` keeps, for every continuation position, the rank of the child the target
+accepted (0: none of the `width`). Walking a tree down those ranks, step by step, is what decode
+does on that continuation: a step goes down while the accepted rank is one of the node's
+children, and the next step's root is the token after the last accepted one, whether the step
+ended at a rejection or at a leaf. The ranks seen at each depth of the walk are the rows by level
+of that tree. They differ from rows counted by run length (how many draft tokens were accepted
+in a row): a step that ends at a leaf starts the next one after an acceptance, and a narrow tree
+rejects ranks a run would count as accepted. The DP's tree changes the rows it is planned from,
+so `plan_by_levels` alternates the two until the tree stays the same.
+"""
+
+from typing import Callable
+
+from sequoia_cli.artifacts import planning_acceptance, shrunk_rows
+from sequoia_cli.tree import ranks as child_ranks
+
+LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
+ROUNDS = 6  # planning rounds at most; the tree is stable after 2 or 3 on real data
+
+
+def walk(parents: list[int], ranks: list[int]) -> list[tuple[list[int], int]]:
+    """Decode's steps down one continuation's accepted ranks: per step, the ranks it met at levels
+    1, 2, ... and how many of them it accepted (it adds that many tokens plus the target's own)."""
+    children = [{} for _ in parents]
+    for node, rank in enumerate(child_ranks(parents)):
+        if node:
+            children[parents[node]][rank] = node
+    steps, start = [], 0
+    while start < len(ranks):
+        node, position = 0, start
+        while position < len(ranks) and children[node]:
+            if ranks[position] not in children[node]:
+                break
+            node, position = children[node][ranks[position]], position + 1
+        met = ranks[start:position + 1] if children[node] else ranks[start:position]
+        steps.append((met, position - start))
+        start = position + 1  # the target's own token at `position` is the next root
+    return steps
+
+
+def level_counts(parents: list[int], ranks_by_prompt: list[list[int]], width: int) -> list[list[int]]:
+    """counts[level - 1][rank] (rank 0: none accepted) of the positions decode's walk with the
+    tree meets at each level (the last row: that level or deeper)."""
+    counts = [[0] * (width + 1) for _ in range(LEVELS)]
+    for ranks in ranks_by_prompt:
+        for met, _ in walk(parents, ranks):
+            for level, rank in enumerate(met):
+                counts[min(level, LEVELS - 1)][rank] += 1
+    return counts
+
+
+def rows_met(parents: list[int], acceptance: dict) -> list[list[float]]:
+    """The rows by level the tree meets on the acceptance artifact's ranks (each level's counts
+    plus a few positions spread as the whole vector, as in `acceptance_from_counts`)."""
+    counts = level_counts(parents, list(acceptance["ranks"].values()), acceptance["width"])
+    return shrunk_rows([row for row in counts if sum(row)], acceptance["acceptance"])
+
+
+def plan_by_levels(acceptance: dict, positional: bool, plan: Callable) -> tuple:
+    """(plan's result, the rows its tree meets). `plan(rows)` returns a result whose first item
+    is a tree's parents. It starts from `planning_acceptance`; with `positional`, or without
+    ranks (a hand-written or older vector), those rows are all there is."""
+    planned = planning_acceptance(acceptance, positional)
+    result = plan(planned)
+    if positional or not acceptance.get("ranks"):
+        return result, planned
+    for _ in range(ROUNDS):
+        met = rows_met(result[0], acceptance)
+        if met == planned:
+            break
+        planned, result = met, plan(met)
+    return result, rows_met(result[0], acceptance)
