@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sequoia_cli.artifacts import check_profile
-from stages.profile_hw import curves, monotone, profile_hw, time_rounds
+from stages.profile_hw import central, curves, monotone, profile_hw, time_rounds
 from tests.tiny import tiny_model
 
 TARGET = {1: 100.0, 2: 104.0, 4: 110.0, 8: 150.0, 16: 230.0}
@@ -52,7 +52,7 @@ def test_timing_one_count_after_another_would_bend_them():
 
 
 @pytest.mark.parametrize("outlier_at", [0, 7, 23, 79])
-def test_an_outlier_does_not_move_the_median(outlier_at):
+def test_an_outlier_does_not_move_the_curves(outlier_at):
     rounds, roles = 5, ["target", "draft"]
     calls = rounds * 2 * 2 * len(COUNTS)
     clean = curves(time_rounds(drifting_timer(0.2, calls)[0], roles, COUNTS, rounds), roles, COUNTS)
@@ -107,3 +107,10 @@ def test_a_noisy_target_t1_does_not_shake_the_drafts_shape():
     result = curves(time_rounds(time_one, ["target", "draft"], COUNTS, 7), ["target", "draft"], COUNTS)
     draft_t1 = result["draft"]["ms"]["1"]
     assert shape(result["draft"], draft_t1) == pytest.approx({c: DRAFT[c] / DRAFT[1] for c in COUNTS}, rel=0.01)
+
+
+def test_central_drops_the_outer_quarters_and_weighs_two_levels_by_how_often():
+    assert central([100.0, 101.0, 99.0, 1000.0, 1.0]) == pytest.approx(100.0)
+    assert central([140.0, 180.0, 181.0]) == 180.0
+    # A time that reads 140 in two rounds of five and 180 in three is neither.
+    assert 140.0 < central([140.0, 180.0, 140.0, 180.0, 180.0]) < 180.0
