@@ -53,7 +53,7 @@ MaxMemory = Annotated[Optional[str], typer.Option(help="DEVICE=SIZE[,DEVICE=SIZE
 OffloadFolder = Annotated[Optional[str], typer.Option(help="Folder for the target's weights that fit on no device (read from disk at every forward).")]
 DraftVocab = Annotated[Optional[int], typer.Option(help="The draft proposes only from N token ids: every special token and the lowest ids (a BPE vocabulary's most frequent tokens). Default: the pair's setting, else the whole vocabulary.")]
 AcceptanceFile = Annotated[str, typer.Option("--acceptance", help="A sequoia-acceptance/1 file ('-' for standard input).")]
-Positional = Annotated[bool, typer.Option("--positional", help="Plan with the single acceptance vector at every level (the paper's DP), not with the file's rows by level.")]
+Positional = Annotated[bool, typer.Option("--positional", help="Plan with the single acceptance vector at every level (the paper's DP), not with rows by level (those the tree meets on the file's ranks, else the file's own).")]
 
 
 def sampling_options(greedy: bool, temperature: Optional[float], top_p: Optional[float],
@@ -249,7 +249,7 @@ def merge_acceptance_command(
     shards: Annotated[list[str], typer.Argument(help="Acceptance files of measure-acceptance --shard I/N ('-': standard input, once).")],
     out: Out,
 ):
-    """Merge the shards of one acceptance measurement exactly (from their counts): the result is
+    """Merge the shards of one acceptance measurement exactly (from their counts and ranks): the result is
     the measurement of all their prompts. Shards of other models, setups, sampling settings or
     widths are refused."""
     from stages.merge_acceptance import merge_acceptance
@@ -269,7 +269,8 @@ def build_tree_command(
     positional: Positional = False,
 ):
     """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program;
-    by level where the acceptance file has rows by level)."""
+    by level where the acceptance file has ranks or rows by level: with ranks, planned again with
+    the rows the tree meets until it stays the same)."""
     from stages.build_tree import build_tree
 
     writable(out, table)
@@ -333,7 +334,9 @@ def optimize_command(
     step accepted a node of the deepest level (which the draft never read), that node too (2 tokens
     with the probability that the walk reaches the deepest level). Times come from the profile,
     interpolated between its counts. Predicted speedup = expected tokens per step x target t(1) /
-    step time."""
+    step time, the prompt's prefill left out (the same for every tree). Expected tokens come from
+    the rows by level the tree meets on the acceptance file's ranks (planned again until the tree
+    stays the same), else from its rows or vector."""
     from stages.optimize import optimize
 
     if acceptance == "-" and profile == "-":

@@ -79,6 +79,9 @@ class Sampling:
 class Result:
     output_ids: list[int]
     accepted: list[int] = field(default_factory=list)  # tokens added per step
+    # Tokens each step produced before the cut at EOS or the budget (only a run's last step differs):
+    # what a prediction of tokens per step is to be set against.
+    step_tokens: list[int] = field(default_factory=list)
     # Per step, when asked: the tokens the step adds on average over verification's coin flips,
     # given the tree drafted (see `expected_tokens`).
     expected: list[float] = field(default_factory=list)
@@ -334,6 +337,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 keep(draft_cache, root + 1, fed)
                 draft_cached = root + 1 + len(fed)
             new = tree[path].tolist() + [bonus]
+            result.step_tokens.append(len(new))
 
             new, result.stopped_by = _until_stop(new, eos_ids, max_new_tokens - len(result.output_ids))
             tokens += new

@@ -82,7 +82,8 @@ def stats_table(stats: dict) -> None:
     shown = [f"{name} {stats[key]:.3f}" for name, key in (("positional", "predicted_positional"),
                                                           ("by level", "predicted_by_level")) if key in stats]
     predicted = f" (predicted: {', '.join(shown)})" if shown else ""
-    grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f}{predicted}")
+    grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f}, {stats['mean_step_tokens']:.3f} before the cut at"
+                                    f" EOS or the budget{predicted}")
     console.print(grid)
 
 

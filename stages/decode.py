@@ -47,7 +47,7 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
         "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
-        "prefill_seconds": result.prefill_seconds,
+        "prefill_seconds": result.prefill_seconds, "step_tokens": sum(result.step_tokens),
         "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
     }
     if expected:
@@ -95,5 +95,7 @@ def summarize(records: list[dict], layout: Layout, expected_tokens: float | None
         "step_tokens_per_second": tokens / stepping if stepping > 0 else 0.0,
         "target_forwards": steps, "draft_forwards": sum(r["draft_forwards"] for r in records),
         "mean_accepted": tokens / steps if steps else 0.0,
+        # Before the cut at EOS or the budget: the figure the predictions are set against.
+        "mean_step_tokens": sum(r["step_tokens"] for r in records) / steps if steps else 0.0,
         "expected_tokens": expected_tokens, **(predicted or {}), "tree_size": layout.size, "tree_depth": layout.depth,
     }

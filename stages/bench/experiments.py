@@ -312,6 +312,11 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dic
             if all(r and "prefill_seconds" in r for r in results[name] + results["autoregressive"]):
                 row["steps_vs_autoregressive"] = paired_interval(results[name], results["autoregressive"],
                                                                  step_speed, config.resamples, run.seed)
+            if not failure(results[name]) and all(r and "step_tokens" in r for r in results[name]):
+                # Every step's tokens over every prompt's steps, before the cut at EOS or the budget.
+                row["step_tokens_per_step"] = pooled_interval([r["step_tokens"] for r in results[name]],
+                                                              [r["steps"] for r in results[name]], config.resamples,
+                                                              run.seed)
             rows.append(row)
         tables[setting] = rows
     return tables
@@ -334,7 +339,8 @@ def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list
         positional = vector_of(vectors, SETTINGS["greedy"])
         vector = vectors[setting_name(SETTINGS["greedy"])]
         by_level = rows_met(row["parents"], vector) if vector.get("ranks") else vector.get("acceptance_by_level")
-        entry.update(tree_size=row["tree_size"], depth=row["depth"], tokens_per_step=row["tokens_per_step"],
+        entry.update(tree_size=row["tree_size"], depth=row["depth"],
+                     tokens_per_step=row.get("step_tokens_per_step", row["tokens_per_step"]),
                      predicted_tokens=expected_tokens(row["parents"], positional),
                      speedup=row.get("steps_vs_autoregressive", row["vs_autoregressive"]),
                      speedup_with_prefill=row["vs_autoregressive"])

@@ -171,6 +171,7 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
                                expected=expected)
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
+              "step_tokens": record["step_tokens"],
               "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
               "draft_forwards": draft["calls"]}
     if expected:

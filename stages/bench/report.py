@@ -357,7 +357,9 @@ def write_report(out_dir: str, results: dict) -> Path:
         " measured in experiment 3's greedy blocks. Measured speedup: over our autoregressive run on the same"
         " prompts (geometric mean of per-prompt ratios), of the decoding steps alone as the cost model predicts"
         " them (the prompt's prefill, the same work for every tree, is timed apart), and beside it with the"
-        " prefill; predicted: the optimizer's cost model with this run's profile; rank: by the measured speedup.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
+        " prefill; predicted: the optimizer's cost model with this run's profile; rank: by the measured speedup."
+        " Measured tokens/step: the tokens of every step before the cut at EOS or the token budget (what the"
+        " predictions are of), over every step of the 8 prompts, with a bootstrap interval over prompts.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
         5: "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
         + dp_section(results["dp"]),
         7: f"## 7. Offloaded target\n\nThe target loaded again with {config['offload_memory']} of CPU memory"
