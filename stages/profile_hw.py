@@ -150,10 +150,11 @@ def curves(rounds: list[dict], roles: list[str], counts: list[int]) -> dict[str,
 
 def central(values) -> float:
     """The interquartile mean: the mean of the values between the 25th and 75th percentiles (the
-    median of 3 values, the mean of the middle 3 of 5)."""
+    median of 3 values, the mean of the middle 3 of 5; of 2, where none lies between, their mean)."""
     values = np.asarray(values, dtype=float)
     low, high = np.percentile(values, [25, 75])
-    return float(values[(values >= low) & (values <= high)].mean())
+    middle = values[(values >= low) & (values <= high)]
+    return float(middle.mean() if len(middle) else np.median(values))
 
 
 def monotone(values: list[float], spread: list[list[float]]) -> list[float]:

@@ -112,5 +112,6 @@ def test_a_noisy_target_t1_does_not_shake_the_drafts_shape():
 def test_central_drops_the_outer_quarters_and_weighs_two_levels_by_how_often():
     assert central([100.0, 101.0, 99.0, 1000.0, 1.0]) == pytest.approx(100.0)
     assert central([140.0, 180.0, 181.0]) == 180.0
+    assert central([140.0, 180.0]) == 160.0 and central([7.0]) == 7.0
     # A time that reads 140 in two rounds of five and 180 in three is neither.
     assert 140.0 < central([140.0, 180.0, 140.0, 180.0, 180.0]) < 180.0
