@@ -299,9 +299,11 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
         # The prompt but its last token, read before the first step (which reads that token as its
         # root), so that the prefill is timed apart from the steps the cost model predicts.
         prefix = torch.tensor(tokens[:-1], device=device)
-        caches = [(target, target_cache)] + ([(draft, draft_cache)] if draft_cache is not None else [])
-        for model, cache in caches if len(prefix) else ():
-            forward(model, cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device), last=1)
+        if len(prefix):
+            for model, cache in [(target, target_cache), (draft, draft_cache)]:
+                if cache is not None:
+                    forward(model, cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device),
+                            last=1)
         target_cached = draft_cached = len(prefix)
         sync(device)
         result.prefill_seconds = time.perf_counter() - started
