@@ -19,7 +19,7 @@ def build_tree(acceptance: dict, size: int, max_depth: int | None = None,
         table = tree_table(rows, size, max_depth)
         return best_tree(table, size, max_depth), table
 
-    (parents, table), rows = plan_by_levels(acceptance, positional, plan)
+    (parents, table), rows = plan_by_levels(acceptance, positional, plan, expected_tokens)
     expected = [[float(x) if np.isfinite(x) else None for x in row] for row in table.expected]
     return (tree_artifact(parents, acceptance, expected_tokens(parents, rows), positional, rows=rows),
             table_artifact(table.acceptance, expected))

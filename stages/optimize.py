@@ -27,7 +27,8 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
                        f" run profile-hw with --max-tokens {max_size}")
     max_depth = depth_bound(max_size, max_depth)
     (parents, candidates), rows = plan_by_levels(
-        acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft_ms))
+        acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft_ms),
+        lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, draft_ms, met))
     # The chosen tree priced with the rows it meets: its candidate's figures once planning settled.
     expected, cost = expected_tokens(parents, rows), step_ms(parents, target_ms, draft_ms, rows)
     plan = {

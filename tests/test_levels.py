@@ -7,7 +7,7 @@ import torch
 
 from sequoia_cli.artifacts import acceptance_from_counts
 from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
-from sequoia_cli.levels import level_counts, rows_met, walk
+from sequoia_cli.levels import level_counts, plan_by_levels, rows_met, walk
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.tree import best_tree, expected_tokens, tree_table
 from stages.build_tree import build_tree
@@ -100,3 +100,18 @@ def test_optimize_plans_with_the_rows_its_tree_meets():
     assert positional["planned_by"] == "positional"
     assert positional["expected_tokens"] == pytest.approx(
         expected_tokens(positional["parents"], acceptance["acceptance"]), rel=1e-12)
+
+
+def test_planning_that_goes_round_keeps_the_tree_its_own_rows_rate_best():
+    acceptance = markov_acceptance()
+    trees = [chain_parents(3), [-1, 0, 0, 1], [-1, 0, 0, 0]]
+    plans = []
+
+    def plan(rows):  # a planner that cycles through three trees, whatever the rows
+        plans.append(rows)
+        return (trees[len(plans) % 3],)
+
+    (parents,), rows = plan_by_levels(acceptance, False, plan, expected_tokens)
+    rated = {tuple(t): expected_tokens(t, rows_met(t, acceptance)) for t in trees}
+    assert tuple(parents) == max(rated, key=rated.get) and rows == rows_met(parents, acceptance)
+    assert len(plans) == 4  # the start, then each tree once until one came back
