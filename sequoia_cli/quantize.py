@@ -8,7 +8,8 @@ draft really sampled from, so neither change can alter what decode outputs; a qu
 
 Kernels: PyTorch's own weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`)
 on CPU; on other devices the weights are dequantized inside the forward (exact same numbers,
-slower).
+slower). The bf16 layers left on a CPU get their weights reordered once into oneDNN's blocked
+layout (PackedLinear): the same products, without the stock path's slow reading of the plain one.
 """
 
 import torch
@@ -90,6 +91,43 @@ class Int4Linear(nn.Module):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
+class PackedLinear(nn.Module):
+    """A bf16 linear layer on a CPU whose weight is reordered once into oneDNN's blocked layout.
+
+    Its products are bit for bit those of nn.Linear (oneDNN computes both), but the stock call
+    multiplies by the plain layout: on the default target that took a 1-token forward 130-175 ms
+    against 65-90 packed, its speed flipping between the two levels for minutes (issue 11)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        # A tensor of oneDNN's own layout: not a parameter, nothing reads it but the kernel.
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def can_pack(model: nn.Module) -> bool:
+    """Whether pack_linears applies: a bf16 model whole on a CPU whose oneDNN has bf16 kernels."""
+    parameter = next(model.parameters())
+    return (parameter.dtype == torch.bfloat16 and parameter.is_cpu and not getattr(model, "hf_device_map", None)
+            and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Replace the model's bf16 linear layers by PackedLinear in place where can_pack; returns it."""
+    if not can_pack(model):
+        return model
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
+                setattr(module, child_name, PackedLinear(child))
+    model.config.tie_word_embeddings = False  # the output layer has its own (packed) weights now
+    return model
+
+
 def fits(linear: nn.Linear, mode: str) -> bool:
     """Whether the layer's shape suits the mode's kernel: int4 packs 16 rows and 16 * INT4_TILES
     columns at a time."""
@@ -168,7 +206,7 @@ def check_kernels(mode: str, device: torch.device, option: str) -> None:
 
 def set_up(model: nn.Module, tokenizer, quantize: str, vocab: int | None) -> nn.Module:
     """Apply a model's setup in place, the sub-vocabulary first (so that its smaller output layer
-    is quantized too); returns the model."""
+    is quantized too), the packing of what stays bf16 last; returns the model."""
     if vocab is not None:
         keep_vocab(model, kept_ids(tokenizer, vocab, model.get_output_embeddings().out_features))
-    return quantize_linears(model, quantize)
+    return pack_linears(quantize_linears(model, quantize))

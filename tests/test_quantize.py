@@ -10,13 +10,15 @@ from transformers import DynamicCache
 
 from sequoia_cli.engine import Sampling, _draft_tree, generate, tree_layout
 from sequoia_cli.errors import BadInput
-from sequoia_cli.quantize import (INT4_GROUP, Int4Linear, Int8Linear, SubVocabHead, keep_vocab, kept_ids,
-                                  quantize_linears, set_up)
+from sequoia_cli.quantize import (INT4_GROUP, Int4Linear, Int8Linear, PackedLinear, SubVocabHead, keep_vocab,
+                                  kept_ids, pack_linears, quantize_linears, set_up)
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import TWO_LEVELS, assert_first_two_tokens_follow, prompt, reference_greedy
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
+PACKS = pytest.mark.skipif(not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                           reason="this CPU's oneDNN has no bf16 kernels")
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 16, 5), 16, 5)
 
 
@@ -184,3 +186,39 @@ def test_measure_acceptance_counts_the_target_tokens_a_sub_vocabulary_draft_cann
     assert 0 < odd < total and vector["outside_draft_vocab"] == pytest.approx(odd / total)
     # The draft never proposes an odd token, so no position whose token is odd is accepted.
     assert vector["rejected_all"] >= odd / total
+
+
+@PACKS
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_packed_layers_give_the_same_logits_bit_for_bit(family):
+    model = tiny_model(family, seed=1, hidden=64).to(torch.bfloat16)
+    ids = torch.tensor([prompt(9, 0)])
+    with torch.inference_mode():
+        before = [model(input_ids=ids[:, :count]).logits for count in (1, 2, 9)]
+        pack_linears(model)
+        after = [model(input_ids=ids[:, :count]).logits for count in (1, 2, 9)]
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == 2 * 7 + 1
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+@PACKS
+def test_packing_changes_no_token_decode_outputs():
+    target = tiny_model(vocab=97, hidden=64, seed=1).to(torch.bfloat16)
+    draft = noisy_copy(target, 0.3)
+    layout = tree_layout(DP_TREE)
+
+    def outputs():
+        return [generate(target, draft, prompt(6 + seed, seed), layout, sampling, 24, set(),
+                         torch.Generator().manual_seed(seed)).output_ids
+                for seed in range(3) for sampling in (Sampling(), Sampling(0.8, 0.9, "sequoia"))]
+
+    before = outputs()
+    pack_linears(target), pack_linears(draft)
+    assert isinstance(target.get_output_embeddings(), PackedLinear)
+    assert outputs() == before
+
+
+def test_packing_leaves_other_dtypes_as_they_are():
+    model = pack_linears(tiny_model())
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
