@@ -288,7 +288,7 @@ def profile_hw_command(
     pair: Annotated[Optional[str], typer.Option(help="A pair name from configs/: profiles both models.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Largest token count to time (1..8, then powers of two up to this).")] = 128,
     context_length: Annotated[int, typer.Option(help="Tokens already in the KV cache during each timed forward.")] = 256,
-    repeats: Annotated[int, typer.Option(help="Rounds: each times every (model, count) twice, out and back in a rotated order, each the fastest of 3 forwards; the interquartile mean over rounds is kept.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Rounds: each times every (model, count) twice, out and back in a rotated order, each the fastest of 3 forwards; each count's fastest round is kept.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed forwards per (model, count) first.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",

@@ -5,13 +5,13 @@ What the optimizer needs is the curves' shape (each count against the target's t
 against the target), and a machine's speed drifts by tens of percent within minutes. So every
 (model, count) is timed once per round (the fastest of a short burst), in an order rotated each
 round and then walked back in reverse (a drift that is linear over the round then falls on every
-item alike), each time taken as a ratio to its model's t(1) of the same round (the draft's t(1)
-to the target's), and the interquartile mean of the ratios over rounds is kept: drift cancels,
-one outlier does not move it, and a time that flips between two levels (the target's t(1) here
-reads 140 or 180 ms for minutes at a time, its other counts not) is weighed by how often it
-does, not decided by a vote. The ms written are those means times the interquartile mean of
-t(1); the spread is the interquartile range over rounds, and the curve is made monotone in the
-count where that stays within the spread.
+item alike), and each count keeps its time in its fastest round. The machine's slow spells (here
+10-30 s at a time, another tenant's load) only ever add time, and add more to the memory-bound
+small counts than to the large ones (t(1) by a third, t(64) hardly): a mean or median over rounds
+mixes the two machines' shapes in whatever share it caught them, the fastest round is the
+unloaded machine's, the same from one profile to the next. The spread is the range from the
+fastest round to the median one, and the curve is made monotone in the count where that stays
+within the spread.
 """
 
 import time
@@ -127,34 +127,15 @@ def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_r
 
 
 def curves(rounds: list[dict], roles: list[str], counts: list[int]) -> dict[str, dict]:
-    """{role: {"ms": {count: ms}, "spread": {count: [low, high]}}}. A model's shape is the
-    interquartile mean over rounds of each count's time over its own t(1) in the same round, its
-    level that of its t(1) over the first role's t(1) in the same round, and the scale that of
-    the first role's t(1): a slowdown of one model alone then moves one figure, not the other
-    model's whole curve."""
-    reference = (roles[0], 1)
-    scale = central([r[reference] for r in rounds])
+    """{role: {"ms": {count: ms}, "spread": {count: [fastest, median]}}} over the rounds."""
     out = {}
     for role in roles:
-        level = scale * central([r[role, 1] / r[reference] for r in rounds])
-        ratios = {count: np.array([r[role, count] / r[role, 1] for r in rounds]) for count in counts}
-        if role != roles[0]:
-            ratios[1] = np.array([r[role, 1] / r[reference] for r in rounds]) * scale / level
-        ms = [level * central(ratios[c]) for c in counts]
-        spread = [[level * float(np.percentile(ratios[c], 25)), level * float(np.percentile(ratios[c], 75))]
-                  for c in counts]
+        times = [np.array([one_round[role, count] for one_round in rounds]) for count in counts]
+        ms = [float(t.min()) for t in times]
+        spread = [[float(t.min()), float(np.median(t))] for t in times]
         out[role] = {"ms": {str(c): t for c, t in zip(counts, monotone(ms, spread))},
                      "spread": {str(c): s for c, s in zip(counts, spread)}}
     return out
-
-
-def central(values) -> float:
-    """The interquartile mean: the mean of the values between the 25th and 75th percentiles (the
-    median of 3 values, the mean of the middle 3 of 5; of 2, where none lies between, their mean)."""
-    values = np.asarray(values, dtype=float)
-    low, high = np.percentile(values, [25, 75])
-    middle = values[(values >= low) & (values <= high)]
-    return float(middle.mean() if len(middle) else np.median(values))
 
 
 def monotone(values: list[float], spread: list[list[float]]) -> list[float]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sequoia_cli.artifacts import check_profile
-from stages.profile_hw import central, curves, monotone, profile_hw, time_rounds
+from stages.profile_hw import curves, monotone, profile_hw, time_rounds
 from tests.tiny import tiny_model
 
 TARGET = {1: 100.0, 2: 104.0, 4: 110.0, 8: 150.0, 16: 230.0}
@@ -53,13 +53,15 @@ def test_timing_one_count_after_another_would_bend_them():
 
 @pytest.mark.parametrize("outlier_at", [0, 7, 23, 79])
 def test_an_outlier_does_not_move_the_curves(outlier_at):
+    # The timed item falls back on its next fastest round: on a drift of 20% over the whole
+    # profile, 4% later, so the curves hold within that.
     rounds, roles = 5, ["target", "draft"]
     calls = rounds * 2 * 2 * len(COUNTS)
     clean = curves(time_rounds(drifting_timer(0.2, calls)[0], roles, COUNTS, rounds), roles, COUNTS)
     noisy = curves(time_rounds(drifting_timer(0.2, calls, outlier_at)[0], roles, COUNTS, rounds), roles, COUNTS)
     t1_clean, t1_noisy = clean["target"]["ms"]["1"], noisy["target"]["ms"]["1"]
     for role in roles:
-        assert shape(noisy[role], t1_noisy) == pytest.approx(shape(clean[role], t1_clean), rel=1e-9)
+        assert shape(noisy[role], t1_noisy) == pytest.approx(shape(clean[role], t1_clean), rel=0.041)
 
 
 def test_every_round_times_every_item_out_and_back_in_a_rotated_order():
@@ -93,25 +95,23 @@ def test_profile_of_tiny_models_records_its_rounds_and_spread():
             assert 0 < low <= high
 
 
-def test_a_noisy_target_t1_does_not_shake_the_drafts_shape():
-    # The target's t(1) was seen to jump by a third between calls in one process. Here it varies
-    # by +-30% per call, every other time by +-1%: the draft's shape (each count over its own
-    # t(1)) stays within 1%, as it rests on the draft's own times (taken over the target's t(1),
-    # as before, it was off by 1.3% with this seed, and by 0.75% or more in half of 200 seeds).
+def test_a_slow_spell_does_not_move_the_curves():
+    # The machine slows down for two rounds of five, small counts most (as another tenant's load
+    # was seen to: t(1) by a third, t(64) hardly), and every call reads +-1% at random: the fastest
+    # round gives each curve within 2% (the interquartile mean of same-round ratios, which
+    # profile-hw kept before, reads the target's t(16)/t(1) 8% low here).
     generator = np.random.default_rng(0)
+    slowdown = {1: 1.35, 2: 1.3, 4: 1.2, 8: 1.1, 16: 1.03}
+    per_round = 2 * 2 * len(COUNTS)
+    made = []
 
     def time_one(role, count):
-        noise = 0.3 if (role, count) == ("target", 1) else 0.01
-        return (TARGET if role == "target" else DRAFT)[count] * (1.0 + generator.uniform(-noise, noise))
+        spell = len(made) // per_round in (1, 3)
+        made.append(1)
+        ms = (TARGET if role == "target" else DRAFT)[count] * (slowdown[count] if spell else 1.0)
+        return ms * (1.0 + generator.uniform(-0.01, 0.01))
 
-    result = curves(time_rounds(time_one, ["target", "draft"], COUNTS, 7), ["target", "draft"], COUNTS)
-    draft_t1 = result["draft"]["ms"]["1"]
-    assert shape(result["draft"], draft_t1) == pytest.approx({c: DRAFT[c] / DRAFT[1] for c in COUNTS}, rel=0.01)
-
-
-def test_central_drops_the_outer_quarters_and_weighs_two_levels_by_how_often():
-    assert central([100.0, 101.0, 99.0, 1000.0, 1.0]) == pytest.approx(100.0)
-    assert central([140.0, 180.0, 181.0]) == 180.0
-    assert central([140.0, 180.0]) == 160.0 and central([7.0]) == 7.0
-    # A time that reads 140 in two rounds of five and 180 in three is neither.
-    assert 140.0 < central([140.0, 180.0, 140.0, 180.0, 180.0]) < 180.0
+    result = curves(time_rounds(time_one, ["target", "draft"], COUNTS, 5), ["target", "draft"], COUNTS)
+    t1 = result["target"]["ms"]["1"]
+    assert shape(result["target"], t1) == pytest.approx({c: TARGET[c] / TARGET[1] for c in COUNTS}, rel=0.02)
+    assert shape(result["draft"], t1) == pytest.approx({c: DRAFT[c] / TARGET[1] for c in COUNTS}, rel=0.02)

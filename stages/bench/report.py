@@ -238,8 +238,8 @@ def setup_section(results: dict) -> str:
         lines.append(f"- profile: {profile['error']}")
     else:
         for role in ("target", "draft"):
-            lines.append(f"- profile ({role}, KV cache of {profile['context_length']} tokens, interquartile mean of"
-                         f" {profile['repeats']}): " + ", ".join(f"{n}: {t:.1f}" for n, t in profile[role]["ms"].items())
+            lines.append(f"- profile ({role}, KV cache of {profile['context_length']} tokens, fastest of"
+                         f" {profile['repeats']} rounds): " + ", ".join(f"{n}: {t:.1f}" for n, t in profile[role]["ms"].items())
                          + " ms")
     for workload, plans in results["plans"].items():
         for setting, plan in plans.items():
@@ -366,7 +366,7 @@ def write_report(out_dir: str, results: dict) -> Path:
         " (`--max-memory cpu=...`, accelerate's `device_map=\"auto\"`), the rest of its weights in an offload"
         " folder on disk, read at every forward: the CPU analogue of the paper's offloading setting, where a"
         " forward costs nearly the same for 1 token as for hundreds. HumanEval, greedy; its profile (ms per"
-        f" forward, interquartile mean of {config['profile_repeats']} interleaved rounds), optimize's tree for it, and that"
+        f" forward, fastest of {config['profile_repeats']} interleaved rounds), optimize's tree for it, and that"
         " tree against autoregressive decoding of the same offloaded target, back to back per prompt"
         f" ({config['offload_prompts']} prompts of {config['offload_tokens']} tokens).\n\n"
         + offloaded_section(results.get("offloaded")),
