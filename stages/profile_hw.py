@@ -6,12 +6,13 @@ against the target), and a machine's speed drifts by tens of percent within minu
 (model, count) is timed once per round (the fastest of a short burst), in an order rotated each
 round and then walked back in reverse (a drift that is linear over the round then falls on every
 item alike), and each count keeps its time in its fastest round. The machine's slow spells (here
-10-30 s at a time, another tenant's load) only ever add time, and add more to the memory-bound
-small counts than to the large ones (t(1) by a third, t(64) hardly): a mean or median over rounds
-mixes the two machines' shapes in whatever share it caught them, the fastest round is the
-unloaded machine's, the same from one profile to the next. The spread is the range from the
-fastest round to the median one, and the curve is made monotone in the count where that stays
-within the spread.
+from tens of seconds to minutes, another tenant's load) only ever add time, and add more to the
+memory-bound small counts than to the large ones (t(1) by half, t(64) hardly): a mean or median
+over rounds mixes the two machines' shapes in whatever share it caught them, while the fastest
+round is the unloaded machine's, which two profiles agree on when each catches it at least once
+(a profile taken wholly inside a spell measures the spell's shape). The spread is the range from
+the fastest round to the median one, and the curve is made monotone in the count where that
+stays within the spread.
 """
 
 import time

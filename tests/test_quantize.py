@@ -214,7 +214,8 @@ def test_packing_changes_no_token_decode_outputs():
                 for seed in range(3) for sampling in (Sampling(), Sampling(0.8, 0.9, "sequoia"))]
 
     before = outputs()
-    pack_linears(target), pack_linears(draft)
+    pack_linears(target)
+    pack_linears(draft)
     assert isinstance(target.get_output_embeddings(), PackedLinear)
     assert outputs() == before
 
