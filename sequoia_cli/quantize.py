@@ -120,12 +120,7 @@ def pack_linears(model: nn.Module) -> nn.Module:
     """Replace the model's bf16 linear layers by PackedLinear in place where can_pack; returns it."""
     if not can_pack(model):
         return model
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and child.weight.dtype == torch.bfloat16:
-                setattr(module, child_name, PackedLinear(child))
-    model.config.tie_word_embeddings = False  # the output layer has its own (packed) weights now
-    return model
+    return replace_linears(model, lambda linear: linear.weight.dtype == torch.bfloat16, PackedLinear)
 
 
 def fits(linear: nn.Linear, mode: str) -> bool:
@@ -142,12 +137,17 @@ def quantize_linears(model: nn.Module, mode: str) -> nn.Module:
         raise BadInput(f"quantize '{mode}' is not one of {', '.join(QUANTIZE)}")
     if mode == "none":
         return model
-    kind = Int8Linear if mode == "int8" else Int4Linear
+    return replace_linears(model, lambda linear: fits(linear, mode), Int8Linear if mode == "int8" else Int4Linear)
+
+
+def replace_linears(model: nn.Module, chosen, kind) -> nn.Module:
+    """Replace every linear layer of `model` that `chosen` accepts by `kind(layer)`, in place;
+    returns the model."""
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and fits(child, mode):
+            if isinstance(child, nn.Linear) and chosen(child):
                 setattr(module, child_name, kind(child))
-    model.config.tie_word_embeddings = False  # the output layer has its own (quantized) weights now
+    model.config.tie_word_embeddings = False  # the output layer has its own weights now
     return model
 
 
