@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sequoia_cli.errors import BadInput
+from sequoia_cli.prompts import DATA_DIR
 from sequoia_cli.tree import check_parents, depths, level_widths
 from stages import bench
 from stages.bench import experiments, harness
@@ -158,12 +159,38 @@ def test_one_value_has_no_interval_and_says_so():
     assert figure["value"] == 2.0 and figure["low"] is None and figure["wide"]
 
 
+@pytest.mark.parametrize("total, decoded, acceptance", [(80, 8, 16), (164, 8, 16), (80, 3, 1), (4, 3, 1), (10, 5, 5)])
+def test_decoded_and_acceptance_prompts_are_disjoint_and_spread_over_the_set(total, decoded, acceptance):
+    decode, held = harness.spread_prompts(total, decoded, acceptance)
+    assert len(set(decode)) == decoded and len(set(held)) == acceptance
+    assert not set(decode) & set(held) and set(decode) | set(held) <= set(range(total))
+    # Each list reaches across the set: no gap between neighbours (or the ends) wider than an even
+    # spacing's, plus one for a prompt the other list took.
+    for chosen in (decode, held):
+        bounds = [-1] + chosen + [total]
+        assert max(b - a for a, b in zip(bounds, bounds[1:])) <= -(-total // len(chosen)) + 1
+
+
+def test_mt_bench_is_decoded_one_prompt_per_category_and_measured_on_two():
+    records = [json.loads(line) for line in (DATA_DIR / "mt_bench_question.jsonl").read_text().splitlines()]
+    decode, held = harness.spread_prompts(len(records), 8, 16)
+    categories = sorted({r["category"] for r in records})
+    assert len(categories) == 8
+    assert sorted(records[i]["category"] for i in decode) == categories
+    assert sorted(records[i]["category"] for i in held) == sorted(categories * 2)
+
+
+def test_a_set_too_small_for_the_bench_is_refused():
+    with pytest.raises(BadInput, match="needs 8 \\+ 16 prompts per workload; the set has 20"):
+        harness.spread_prompts(20, 8, 16)
+
+
 # ---- whole runs --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_pair():
     tokenizer = tiny_tokenizer()
-    target = tiny_model("qwen2", vocab=len(tokenizer), seed=1, eos=tokenizer.eos_token_id, context=1024)
+    target = tiny_model("qwen2", vocab=len(tokenizer), seed=1, eos=tokenizer.eos_token_id, context=4096)
     return target, noisy_copy(target, 0.3), tokenizer
 
 

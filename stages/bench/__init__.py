@@ -14,8 +14,8 @@ from sequoia_cli.engine import context_length, input_device
 from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
 from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
-                                      measure_profile, offload_units, offloaded, plan_trees, robustness, scalability,
-                                      wall_clock, work_units)
+                                      measure_profile, offload_units, offloaded, plan_trees, prompt_indices, robustness,
+                                      scalability, wall_clock, work_units)
 from stages.bench.harness import FULL, QUICK, Config, Run, Store, check_experiments, load_average, machine
 from stages.bench.report import write_report
 
@@ -35,8 +35,8 @@ def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str,
     interrupted run of the same kind finished; else an empty file. A mismatch is bad input."""
     # Which experiments run is left out: a run of some of them resumes into a run of all.
     identity = {key: value for key, value in asdict(config).items() if key != "experiments"}
-    return Store(Path(out_dir) / CELLS_FILE, {"config": identity, "seed": seed, "models": names, "dtype": dtype},
-                 resume)
+    return Store(Path(out_dir) / CELLS_FILE, {"config": identity, "prompts": prompt_indices(config), "seed": seed,
+                                              "models": names, "dtype": dtype}, resume)
 
 
 def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, seed: int = 0,
@@ -55,10 +55,14 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     context = min(context_length(target), context_length(draft))
     stop = eos_ids(target, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop, default=0)
-    runs = [Run(workload, target, draft, tokenizer,
-                encode_prompts(tokenizer, load_prompts(workload, max_prompts=config.prompts), context,
-                               setup["chat_template"]), stop, pad, seed)
-            for workload, setup in WORKLOADS.items()]
+    indices = prompt_indices(config)
+    runs = []
+    for workload, setup in WORKLOADS.items():
+        texts = load_prompts(workload)
+        decoded = [texts[i] for i in indices[workload]["decode"]]
+        runs.append(Run(workload, target, draft, tokenizer,
+                        encode_prompts(tokenizer, decoded, context, setup["chat_template"]),
+                        [texts[i] for i in indices[workload]["acceptance"]], stop, pad, seed))
 
     chosen = config.experiments
     profile = measure_profile(store, runs, config, dtype) if 3 in chosen else {"error": "not measured"}
@@ -90,8 +94,7 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     tick("DP timing", 1 if 5 in chosen else 0)
     results.update(
         config=asdict(config), seed=seed, machine=facts, models=names or {}, profile=profile, plans=plans,
-        prompts={run.workload: {"decode": list(range(config.prompts)),
-                                "acceptance": list(range(config.prompts, config.prompts + config.acceptance_prompts)),
+        prompts={run.workload: {**indices[run.workload],
                                 "decode_prompt_tokens": [len(ids) for ids in run.prompt_ids],
                                 "chat_template": WORKLOADS[run.workload]["chat_template"]} for run in runs},
         eos=sorted(stop), load_average={"start": load_at_start, "end": load_average()},

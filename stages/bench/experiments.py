@@ -25,7 +25,7 @@ from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
 from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
                                   hf_one, kary_parents, kxd_parents, kxd_shape, per_prompt, pooled_interval,
-                                  run_block)
+                                  run_block, spread_prompts)
 from stages.measure_acceptance import measure_acceptance
 from stages.optimize import optimize
 from stages.profile_hw import profile_hw
@@ -105,11 +105,19 @@ def tree_or_reason(build) -> list[int] | str:
         return f"failed: {one_line(error)}"
 
 
+def prompt_indices(config: Config) -> dict[str, dict]:
+    """{workload: {"decode": [...], "acceptance": [...]}}: which prompts of each built-in set the
+    run decodes and which its vectors are measured on (`spread_prompts`)."""
+    chosen = {}
+    for workload in WORKLOADS:
+        decode, acceptance = spread_prompts(len(load_prompts(workload)), config.prompts, config.acceptance_prompts)
+        chosen[workload] = {"decode": decode, "acceptance": acceptance}
+    return chosen
+
+
 def acceptance_vectors(store: Store, run: Run, config: Config, tick) -> dict[str, dict]:
-    """{setting: sequoia-acceptance/1 artifact, or {"error": ...}} on the prompts right after the
-    decoded ones."""
-    first = config.prompts
-    records = [{"prompt": p} for p in load_prompts(run.workload, max_prompts=first + config.acceptance_prompts)[first:]]
+    """{setting: sequoia-acceptance/1 artifact, or {"error": ...}} on the run's acceptance prompts."""
+    records = [{"prompt": prompt} for prompt in run.acceptance_prompts]
     vectors = {}
     for name, sampling in vector_settings(config).items():
         vectors[name] = store.cell(f"acceptance | {run.workload} | {name}", lambda: measure_acceptance(

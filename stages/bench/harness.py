@@ -37,7 +37,7 @@ class Config:
     scale_prompts: int
     scale_tokens: tuple  # experiment 1, per size: bigger trees take more tokens per step
     robust_tokens: int  # experiment 2
-    acceptance_prompts: int  # the vectors are measured on the prompts right after the decoded ones
+    acceptance_prompts: int  # the vectors' prompts: others than the decoded ones (spread_prompts)
     continuation: int  # tokens of the target's own continuation per acceptance prompt
     width: int  # entries in each acceptance vector
     sizes: tuple  # experiment 1
@@ -76,8 +76,8 @@ def check_experiments(chosen: tuple) -> tuple:
 
 
 # Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6; the full
-# run's vectors rest on 8 prompts of 96 tokens (4 of 48 left them too noisy to predict tokens per
-# step on other prompts within 5%: issue 11). Experiments 1
+# run's vectors rest on 16 prompts of 96 tokens (4 of 48, then 8 of 96, left them too noisy to
+# predict tokens per step on other prompts within 5%: issue 11). Experiments 1
 # and 2 count tokens per step only; in the full run most of their budget goes to sizes 64 and 128,
 # whose steps are the most variable and the slowest. Quick's sampled blocks keep the methods that
 # answer its question (is Sequoia faster than generate when sampling?) to stay within 10 minutes.
@@ -87,20 +87,34 @@ QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=
                sampled_methods=("HF generate", "autoregressive", "Sequoia"), chain_max_size=4, profile_max=32,
                profile_repeats=1, dp_sizes=(64, 256))
 FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 40, 48), robust_tokens=24,
-              acceptance_prompts=8, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
+              acceptance_prompts=16, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), chain_max_size=4,
               profile_max=128, profile_repeats=7, experiments=EXPERIMENTS)
 
 
+def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:
+    """The indices of the decoded prompts and of the acceptance prompts in a set of `total`, each
+    spread evenly over the whole set and none in both. A set may list its prompts by kind (MT-Bench:
+    10 writing, then 10 roleplay, ...): taken from the front, the decoded prompts would all be of one
+    kind and the vectors predicting them measured on another."""
+    if decoded + acceptance > total:
+        raise BadInput(f"the bench needs {decoded} + {acceptance} prompts per workload; the set has {total}")
+    decode = [k * total // decoded for k in range(decoded)]
+    rest = sorted(set(range(total)) - set(decode))
+    return decode, [rest[k * len(rest) // acceptance] for k in range(acceptance)]
+
+
 @dataclass
 class Run:
-    """What every cell of one workload shares: the models, the encoded prompts, the stop ids."""
+    """What every cell of one workload shares: the models, the encoded prompts (and the texts of
+    the acceptance prompts), the stop ids."""
 
     workload: str
     target: object
     draft: object
     tokenizer: object
     prompt_ids: list[list[int]]
+    acceptance_prompts: list[str]
     eos: set[int]
     pad: int
     seed: int
