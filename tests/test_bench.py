@@ -20,7 +20,7 @@ from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
 TINY = dataclasses.replace(bench.QUICK, name="tiny", prompts=3, new_tokens=8, scale_prompts=2, scale_tokens=(8, 8),
                            robust_tokens=8, acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8), robust_temperatures=(0.6,),
-                           sweep=((4, 1), (4, 3)), profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
+                           sweep=((4, 1), (4, 3)), sweep_prompts=4, sweep_tokens=8, profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
 
 
 def children(parents):
@@ -271,6 +271,29 @@ def test_the_reports_numbers_are_the_cells_measured(whole_run):
         row = next(line for line in text.split(f"**{workload}, temperature 1**", 1)[1].splitlines()
                    if line.startswith("| 8 |"))
         assert row.startswith(f"| 8 | {per_step:.2f} [")
+
+
+def test_the_sweep_decodes_more_prompts_whose_first_are_experiment_3s(whole_run):
+    out, _, _ = whole_run
+    cells = cells_of(out)
+    results = json.loads((out / "bench.json").read_text())
+    assert TINY.sweep_prompts > TINY.prompts
+    for workload in ("humaneval", "mt-bench"):
+        chosen = results["prompts"][workload]
+        assert len(chosen["decode"]) == TINY.sweep_prompts and not set(chosen["decode"]) & set(chosen["acceptance"])
+        def outputs(block, method, count):
+            return [cells[f"{block} | {workload} | greedy | {method} | prompt {i}"]["output"] for i in range(count)]
+        # Greedy decoding is deterministic: the same prompt index is the same prompt in both blocks.
+        assert outputs("sweep", "Sequoia", TINY.prompts) == outputs("wall clock", "Sequoia", TINY.prompts)
+        assert outputs("sweep", "autoregressive", TINY.sweep_prompts)[:TINY.prompts] == outputs(
+            "wall clock", "autoregressive", TINY.prompts)
+        rows = [r for r in results["hardware"] if r["workload"] == workload]
+        assert [r["tree"] for r in rows] == ["optimizer's pick"] + [experiments.sweep_name(*p) for p in TINY.sweep]
+        sweep_rows = {r["method"]: r for r in results["sweep"] if r["workload"] == workload}
+        for row in rows:
+            method = "Sequoia" if row["tree"] == "optimizer's pick" else row["tree"]
+            assert len(sweep_rows[method]["per_prompt"]) == TINY.sweep_prompts
+            assert row["tokens_per_step"] == sweep_rows[method]["step_tokens_per_step"]
 
 
 def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monkeypatch):

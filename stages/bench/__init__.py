@@ -15,7 +15,7 @@ from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
 from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
                                       measure_profile, offload_units, offloaded, plan_trees, prompt_indices, robustness,
-                                      scalability, wall_clock, work_units)
+                                      scalability, sweep, wall_clock, work_units)
 from stages.bench.harness import FULL, QUICK, Config, Run, Store, check_experiments, load_average, machine
 from stages.bench.report import write_report
 
@@ -67,7 +67,8 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
     chosen = config.experiments
     profile = measure_profile(store, runs, config, dtype) if 3 in chosen else {"error": "not measured"}
     tick("profile", config.new_tokens if 3 in chosen else 0)
-    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "hardware", "overhead", "dp")}
+    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead",
+                                   "dp")}
     results["offloaded"] = None
     plans = {}
     for run in runs:
@@ -79,11 +80,12 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
             results["robustness"] += robustness(store, run, config, vectors, tick)
         if 3 in chosen:
             plans[run.workload] = plan_trees(store, run, vectors, profile)
-            tables = wall_clock(store, run, config, plans[run.workload], vectors, tick)
+            tables = wall_clock(store, run, config, plans[run.workload], tick)
             results["wall_clock"] += [row for rows in tables.values() for row in rows]
         if 4 in chosen:
-            results["hardware"] += [{"workload": run.workload, **row} for row in
-                                    hardware(tables["greedy"], plans[run.workload]["greedy"], profile, vectors)]
+            swept = sweep(store, run, config, plans[run.workload]["greedy"], vectors, tick)
+            results["sweep"] += swept
+            results["hardware"] += [{"workload": run.workload, **row} for row in hardware(swept, profile, vectors)]
         if 6 in chosen:
             results["overhead"] += loop_overhead(tables["greedy"])
         if 7 in chosen and run.workload == "humaneval":

@@ -3,8 +3,8 @@ interleaved blocks and returns rows (a list of dicts) with bootstrap intervals:
 1. scalability: tokens per step against tree size, per tree family;
 2. robustness: tokens per step against temperature at one DP tree, per verification method;
 3. wall clock: tokens/s against Hugging Face `generate`, greedy and sampled;
-4. hardware awareness: the optimizer's pick against a sweep of DP trees (measured in 3's greedy
-   blocks, beside the speedup the cost model predicts);
+4. hardware awareness: the optimizer's pick against a sweep of DP trees, greedy, on more prompts
+   than 3 (with 3's profile and plans), beside the speedup the cost model predicts;
 5. the DP's own run time; 6. the decode loop's time outside the model forwards (from 3's runs);
 7. the target offloaded (most of its weights on disk, streamed in at every forward): its profile,
    the optimizer's tree for it and that tree against autoregressive decoding of the same target.
@@ -25,7 +25,7 @@ from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
 from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
                                   hf_one, kary_parents, kxd_parents, kxd_shape, per_prompt, pooled_interval,
-                                  run_block, spread_prompts)
+                                  run_block, spread, spread_prompts)
 from stages.measure_acceptance import measure_acceptance
 from stages.optimize import optimize
 from stages.profile_hw import profile_hw
@@ -66,8 +66,7 @@ def sweep_name(size: int, depth: int) -> str:
 
 def wall_methods(setting: str, config: Config) -> list[str]:
     if setting == "greedy":
-        sweep = config.sweep if 4 in config.experiments else ()
-        return list(WALL_METHODS) + [sweep_name(*point) for point in sweep]
+        return list(WALL_METHODS)
     return [m for m in WALL_METHODS if not config.sampled_methods or m in config.sampled_methods]
 
 
@@ -84,7 +83,8 @@ def work_units(config: Config) -> int:
                                        ) * len(config.scale_temperatures) if 1 in chosen else 0
     robust = config.scale_prompts * len(ROBUST_METHODS) * len(config.robust_temperatures) * config.robust_tokens
     wall = config.prompts * config.new_tokens * sum(len(wall_methods(s, config)) for s in SETTINGS) + 2 * WARMUP_TOKENS
-    return vectors + scale + (robust if 2 in chosen else 0) + (wall if 3 in chosen else 0)
+    swept = config.sweep_prompts * config.sweep_tokens * (2 + len(config.sweep))
+    return vectors + scale + (robust if 2 in chosen else 0) + (wall if 3 in chosen else 0) + (swept if 4 in chosen else 0)
 
 
 def offload_units(config: Config) -> int:
@@ -107,11 +107,14 @@ def tree_or_reason(build) -> list[int] | str:
 
 def prompt_indices(config: Config) -> dict[str, dict]:
     """{workload: {"decode": [...], "acceptance": [...]}}: which prompts of each built-in set the
-    run decodes and which its vectors are measured on (`spread_prompts`)."""
+    run decodes and which its vectors are measured on (`spread_prompts`). Every block decodes the
+    first of "decode"; its first `config.prompts` (experiment 3's) are spread over the set too."""
     chosen = {}
     for workload in WORKLOADS:
-        decode, acceptance = spread_prompts(len(load_prompts(workload)), config.prompts, config.acceptance_prompts)
-        chosen[workload] = {"decode": decode, "acceptance": acceptance}
+        held, acceptance = spread_prompts(len(load_prompts(workload)), max(config.prompts, config.sweep_prompts),
+                                          config.acceptance_prompts)
+        first = spread(held, config.prompts)
+        chosen[workload] = {"decode": first + [i for i in held if i not in first], "acceptance": acceptance}
     return chosen
 
 
@@ -273,66 +276,89 @@ def robustness(store: Store, run: Run, config: Config, vectors: dict, tick) -> l
     return rows
 
 
-def wall_trees(setting: str, plan: dict, config: Config, vectors: dict) -> dict:
-    """method name -> its tree (None for Hugging Face's, a reason where the tree could not be had)."""
-    trees = {"HF generate": None, "HF assisted": None, "autoregressive": [-1], "chain 4": chain_parents(4),
-             "SpecInfer 4x4": kxd_parents(4, 4), "Sequoia": plan.get("parents") or plan["error"]}
-    for size, depth in config.sweep if setting == "greedy" and 4 in config.experiments else ():
+def wall_trees(plan: dict) -> dict:
+    """Experiment 3's method name -> its tree (None for Hugging Face's, a reason where the tree
+    could not be had)."""
+    return {"HF generate": None, "HF assisted": None, "autoregressive": [-1], "chain 4": chain_parents(4),
+            "SpecInfer 4x4": kxd_parents(4, 4), "Sequoia": plan.get("parents") or plan["error"]}
+
+
+def sweep_trees(plan: dict, config: Config, vectors: dict) -> dict:
+    """Experiment 4's method name -> its tree: ours autoregressive, the optimizer's pick and the
+    sweep's DP trees from the greedy vector."""
+    trees = {"autoregressive": [-1], "Sequoia": plan.get("parents") or plan["error"]}
+    for size, depth in config.sweep:
         trees[sweep_name(size, depth)] = tree_or_reason(
             lambda: dp_tree(vector_of(vectors, SETTINGS["greedy"]), size, depth)[0])
-    return {name: trees[name] for name in wall_methods(setting, config)}
+    return trees
 
 
-def wall_clock(store: Store, run: Run, config: Config, plans: dict, vectors: dict, tick) -> dict[str, list[dict]]:
-    """Experiment 3 (and 4's sweep): each method on the same prompts, the methods of a prompt back
-    to back in rotated order, after one untimed warm-up. {setting: rows}."""
+def timed_block(store: Store, run: Run, config: Config, block: str, trees: dict, sampling: Sampling, prompts: int,
+                new_tokens: int, tick) -> list[dict]:
+    """Each method (a tree, or None for Hugging Face's `generate`) on the first `prompts` prompts,
+    the methods of a prompt back to back in rotated order: a row per method, with speedups over
+    HF generate (where it ran) and over our autoregressive loop."""
+    methods = {}
+    for name, tree in trees.items():
+        if tree is None:
+            methods[name] = partial(hf_one, run, sampling=sampling, new_tokens=new_tokens,
+                                    assisted=name == "HF assisted")
+        elif isinstance(tree, str):
+            methods[name] = failing(tree)
+        else:
+            method = "specinfer" if name.startswith("SpecInfer") else "sequoia"
+            methods[name] = partial(decode_one, run, parents=tree, new_tokens=new_tokens,
+                                    sampling=Sampling(sampling.temperature, sampling.top_p, method))
+    results = run_block(store, block, methods, prompts, tick, new_tokens)
+    reference = results.get("HF generate")
+    rows = []
+    for name, tree in trees.items():
+        row = {"workload": run.workload, "setting": setting_name(sampling), "method": name}
+        if isinstance(tree, list):
+            row.update(tree_size=len(tree), depth=tree_layout(tree).depth, parents=tree)
+        row.update(interval_row(results[name], config.resamples, run.seed, base=reference))
+        if reference and sampling.greedy and "error" not in row and not failure(reference):
+            row["same_tokens"] = ("reference" if name == "HF generate" else first_difference(
+                [r["output"] for r in results[name]], [r["output"] for r in reference]))
+        row["vs_autoregressive"] = paired_interval(results[name], results["autoregressive"], speed,
+                                                   config.resamples, run.seed)
+        if all(r and "prefill_seconds" in r for r in results[name] + results["autoregressive"]):
+            row["steps_vs_autoregressive"] = paired_interval(results[name], results["autoregressive"],
+                                                             step_speed, config.resamples, run.seed)
+        if not failure(results[name]) and all(r and "step_tokens" in r for r in results[name]):
+            # Every step's tokens over every prompt's steps, before the cut at EOS or the budget.
+            row["step_tokens_per_step"] = pooled_interval([r["step_tokens"] for r in results[name]],
+                                                          [r["steps"] for r in results[name]], config.resamples,
+                                                          run.seed)
+        rows.append(row)
+    return rows
+
+
+def wall_clock(store: Store, run: Run, config: Config, plans: dict, tick) -> dict[str, list[dict]]:
+    """Experiment 3: each method on the same prompts, after one untimed warm-up. {setting: rows}."""
     store.cell(f"warm-up | {run.workload}", lambda: {
         "ours": decode_one(run, 0, kxd_parents(2, 2), SETTINGS["greedy"], WARMUP_TOKENS)["tokens"],
         "hf": hf_one(run, 0, SETTINGS["greedy"], WARMUP_TOKENS, assisted=True)["tokens"]})
     tick(f"{run.workload}: warm-up", 2 * WARMUP_TOKENS)
     tables = {}
     for setting, sampling in SETTINGS.items():
-        trees = wall_trees(setting, plans[setting], config, vectors)
-        methods = {}
-        for name, tree in trees.items():
-            if tree is None:
-                methods[name] = partial(hf_one, run, sampling=sampling, new_tokens=config.new_tokens,
-                                        assisted=name == "HF assisted")
-            elif isinstance(tree, str):
-                methods[name] = failing(tree)
-            else:
-                method = "specinfer" if name.startswith("SpecInfer") else "sequoia"
-                methods[name] = partial(decode_one, run, parents=tree, new_tokens=config.new_tokens,
-                                        sampling=Sampling(sampling.temperature, sampling.top_p, method))
-        results = run_block(store, f"wall clock | {run.workload} | {setting}", methods, config.prompts, tick,
-                            config.new_tokens)
-        rows = []
-        for name, tree in trees.items():
-            row = {"workload": run.workload, "setting": setting, "method": name}
-            if isinstance(tree, list):
-                row.update(tree_size=len(tree), depth=tree_layout(tree).depth, parents=tree)
-            row.update(interval_row(results[name], config.resamples, run.seed, base=results["HF generate"]))
-            if setting == "greedy" and "error" not in row and not failure(results["HF generate"]):
-                row["same_tokens"] = ("reference" if name == "HF generate" else first_difference(
-                    [r["output"] for r in results[name]], [r["output"] for r in results["HF generate"]]))
-            row["vs_autoregressive"] = paired_interval(results[name], results["autoregressive"], speed,
-                                                       config.resamples, run.seed)
-            if all(r and "prefill_seconds" in r for r in results[name] + results["autoregressive"]):
-                row["steps_vs_autoregressive"] = paired_interval(results[name], results["autoregressive"],
-                                                                 step_speed, config.resamples, run.seed)
-            if not failure(results[name]) and all(r and "step_tokens" in r for r in results[name]):
-                # Every step's tokens over every prompt's steps, before the cut at EOS or the budget.
-                row["step_tokens_per_step"] = pooled_interval([r["step_tokens"] for r in results[name]],
-                                                              [r["steps"] for r in results[name]], config.resamples,
-                                                              run.seed)
-            rows.append(row)
-        tables[setting] = rows
+        trees = {name: tree for name, tree in wall_trees(plans[setting]).items() if name in wall_methods(setting, config)}
+        tables[setting] = timed_block(store, run, config, f"wall clock | {run.workload} | {setting}", trees, sampling,
+                                      config.prompts, config.new_tokens, tick)
     return tables
 
 
-def hardware(rows: list[dict], plan: dict, profile: dict, vectors: dict) -> list[dict]:
-    """Experiment 4: the optimizer's pick and the sweep's DP trees from the greedy wall-clock
-    blocks: measured speedup over our autoregressive loop beside the cost model's prediction (the
+def sweep(store: Store, run: Run, config: Config, plan: dict, vectors: dict, tick) -> list[dict]:
+    """Experiment 4's greedy block: the optimizer's pick and the sweep's trees beside our
+    autoregressive loop, on `config.sweep_prompts` prompts (more than experiment 3's: tokens per
+    step differ between prompts by far more than the 5% a prediction is checked to)."""
+    return timed_block(store, run, config, f"sweep | {run.workload} | greedy", sweep_trees(plan, config, vectors),
+                       SETTINGS["greedy"], config.sweep_prompts, config.sweep_tokens, tick)
+
+
+def hardware(rows: list[dict], profile: dict, vectors: dict) -> list[dict]:
+    """Experiment 4: the optimizer's pick and the sweep's DP trees from its block (`sweep`):
+    measured speedup over our autoregressive loop beside the cost model's prediction (the
     steps alone, as the model predicts them, and with the prompts' prefill), and measured tokens
     per step beside both predictions (positional, and by level: the rows each tree meets on the
     vector's ranks, `levels.rows_met`; the cost model uses the latter)."""

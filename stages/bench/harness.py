@@ -45,6 +45,8 @@ class Config:
     robust_temperatures: tuple  # experiment 2
     robust_size: int
     sweep: tuple  # experiment 4: (size, depth bound) of the DP trees beside the optimizer's pick
+    sweep_prompts: int  # experiment 4's prompts (the first of them are 3's) and tokens per prompt
+    sweep_tokens: int
     sampled_methods: tuple = ()  # experiment 3's sampled blocks: these methods only (empty: all)
     chain_max_size: int = 16  # a chain costs one draft forward per token: longer ones are left out
     profile_max: int = 64
@@ -71,24 +73,26 @@ def check_experiments(chosen: tuple) -> tuple:
     if unknown or not chosen:
         raise BadInput(f"--experiments {','.join(map(str, chosen))}: choose among 1-7")
     if {4, 6} & set(chosen) and 3 not in chosen:
-        raise BadInput("--experiments: 4 and 6 are measured in experiment 3's runs, so they need 3")
+        raise BadInput("--experiments: 4 uses experiment 3's profile and trees, 6 its runs, so they need 3")
     return tuple(sorted(set(chosen)))
 
 
-# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3, 4 and 6; the full
-# run's vectors rest on 16 prompts of 96 tokens (4 of 48, then 8 of 96, left them too noisy to
-# predict tokens per step on other prompts within 5%: issue 11). Experiments 1
+# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3 and 6; the full
+# run's experiment 4 decodes 24 prompts of 96 tokens and its vectors rest on 32 others of 96 (8
+# and 8 left tokens per step too noisy, between prompts, to check a prediction to 5%: issue 11;
+# a greedy prompt in experiment 4 takes about 30 s for its 4 methods). Experiments 1
 # and 2 count tokens per step only; in the full run most of their budget goes to sizes 64 and 128,
 # whose steps are the most variable and the slowest. Quick's sampled blocks keep the methods that
 # answer its question (is Sequoia faster than generate when sampling?) to stay within 10 minutes.
 QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=(8, 8), robust_tokens=8,
                acceptance_prompts=1, continuation=16, width=8, sizes=(4, 32), scale_temperatures=(1.0,),
-               robust_temperatures=(1.0,), robust_size=16, sweep=(),
+               robust_temperatures=(1.0,), robust_size=16, sweep=(), sweep_prompts=3, sweep_tokens=32,
                sampled_methods=("HF generate", "autoregressive", "Sequoia"), chain_max_size=4, profile_max=32,
                profile_repeats=1, dp_sizes=(64, 256))
 FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(16, 32, 40, 48), robust_tokens=24,
-              acceptance_prompts=16, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
-              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), chain_max_size=4,
+              acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
+              robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
+              sweep_tokens=96, chain_max_size=4,
               profile_max=128, profile_repeats=7, experiments=EXPERIMENTS)
 
 
@@ -99,9 +103,13 @@ def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int]
     kind and the vectors predicting them measured on another."""
     if decoded + acceptance > total:
         raise BadInput(f"the bench needs {decoded} + {acceptance} prompts per workload; the set has {total}")
-    decode = [k * total // decoded for k in range(decoded)]
-    rest = sorted(set(range(total)) - set(decode))
-    return decode, [rest[k * len(rest) // acceptance] for k in range(acceptance)]
+    decode = spread(list(range(total)), decoded)
+    return decode, spread(sorted(set(range(total)) - set(decode)), acceptance)
+
+
+def spread(items: list, count: int) -> list:
+    """`count` of the items, evenly spaced from the first."""
+    return [items[k * len(items) // count] for k in range(count)]
 
 
 @dataclass

@@ -216,10 +216,12 @@ def setup_section(results: dict) -> str:
     ]
     for workload, p in results["prompts"].items():
         lines.append(f"- {workload}: built-in set, chat template {'on' if p['chat_template'] else 'off'}; decoded"
-                     f" prompts {p['decode']} ({', '.join(map(str, p['decode_prompt_tokens']))} prompt tokens),"
+                     f" prompts {p['decode']} ({', '.join(map(str, p['decode_prompt_tokens']))} prompt tokens;"
+                     f" experiment 3 decodes the first {c['prompts']}),"
                      f" acceptance vectors on prompts {p['acceptance']}")
     lines += [
-        f"- tokens per prompt: {c['new_tokens']} in experiments 3, 4 and 6 ({c['prompts']} prompts per workload),"
+        f"- tokens per prompt: {c['new_tokens']} in experiments 3 and 6 ({c['prompts']} prompts per workload),"
+        f" {c['sweep_tokens']} in 4 ({c['sweep_prompts']} prompts),"
         f" in 1 {', '.join(f'{t} at size {n}' for n, t in zip(c['sizes'], c['scale_tokens']))}, in 2"
         f" {c['robust_tokens']} (both on the first {c['scale_prompts']}); generation stops at EOS"
         f" ({results['eos']}) or there, the same for every method; each prompt has its own random stream"
@@ -354,12 +356,13 @@ def write_report(out_dir: str, results: dict) -> Path:
         " Speedup: the geometric mean over prompts of the method's tokens/s over HF generate's on the same"
         " prompt. Seconds include the prompt's prefill.\n\n" + "\n\n".join(wall),
         4: "## 4. Hardware awareness, greedy\n\nThe optimizer's pick and a sweep of DP trees (size, depth bound),"
-        " measured in experiment 3's greedy blocks. Measured speedup: over our autoregressive run on the same"
+        f" with experiment 3's profile and vector, in a block of their own: {config['sweep_prompts']} prompts of"
+        f" {config['sweep_tokens']} tokens (experiment 3's first). Measured speedup: over our autoregressive run on the same"
         " prompts (geometric mean of per-prompt ratios), of the decoding steps alone as the cost model predicts"
         " them (the prompt's prefill, the same work for every tree, is timed apart), and beside it with the"
         " prefill; predicted: the optimizer's cost model with this run's profile; rank: by the measured speedup."
         " Measured tokens/step: the tokens of every step before the cut at EOS or the token budget (what the"
-        " predictions are of), over every step of the 8 prompts, with a bootstrap interval over prompts.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
+        " predictions are of), over every step of every prompt, with a bootstrap interval over prompts.\n\n" + "\n\n".join(f"**{w}**\n\n" + hardware_section(results["hardware"], w) for w in WORKLOADS),
         5: "## 5. The DP itself\n\nA random acceptance vector (Dirichlet, fixed seed, sorted); no models.\n\n"
         + dp_section(results["dp"]),
         7: f"## 7. Offloaded target\n\nThe target loaded again with {config['offload_memory']} of CPU memory"
