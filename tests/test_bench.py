@@ -222,7 +222,10 @@ def test_whole_bench_on_a_tiny_pair(whole_run):
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]
         assert "\n|---|" in section, heading  # each experiment has its table
     for workload in ("humaneval", "mt-bench"):
-        assert f"### {workload}, greedy" in text and f"### {workload}, t=0.6 p=0.9" in text
+        for setting, title in (("greedy", "greedy"), ("sampled", "t=0.6 p=0.9")):
+            table = text.split(f"### {workload}, {title}\n", 1)[1].split("\n#", 1)[0]
+            assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:] == [
+                f"| {method}" for method in experiments.wall_methods(setting, TINY)]
     assert "tiny-t" in text and "seed 3" in text and "load average" in text
 
     results = json.loads((out / "bench.json").read_text())

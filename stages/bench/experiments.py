@@ -293,11 +293,12 @@ def sweep_trees(plan: dict, config: Config, vectors: dict) -> dict:
     return trees
 
 
-def timed_block(store: Store, run: Run, config: Config, block: str, trees: dict, sampling: Sampling, prompts: int,
+def timed_block(store: Store, run: Run, config: Config, block: str, trees: dict, setting: str, prompts: int,
                 new_tokens: int, tick) -> list[dict]:
     """Each method (a tree, or None for Hugging Face's `generate`) on the first `prompts` prompts,
     the methods of a prompt back to back in rotated order: a row per method, with speedups over
-    HF generate (where it ran) and over our autoregressive loop."""
+    HF generate (where it ran) and over our autoregressive loop. `setting`: a key of SETTINGS."""
+    sampling = SETTINGS[setting]
     methods = {}
     for name, tree in trees.items():
         if tree is None:
@@ -313,7 +314,7 @@ def timed_block(store: Store, run: Run, config: Config, block: str, trees: dict,
     reference = results.get("HF generate")
     rows = []
     for name, tree in trees.items():
-        row = {"workload": run.workload, "setting": setting_name(sampling), "method": name}
+        row = {"workload": run.workload, "setting": setting, "method": name}
         if isinstance(tree, list):
             row.update(tree_size=len(tree), depth=tree_layout(tree).depth, parents=tree)
         row.update(interval_row(results[name], config.resamples, run.seed, base=reference))
@@ -341,9 +342,9 @@ def wall_clock(store: Store, run: Run, config: Config, plans: dict, tick) -> dic
         "hf": hf_one(run, 0, SETTINGS["greedy"], WARMUP_TOKENS, assisted=True)["tokens"]})
     tick(f"{run.workload}: warm-up", 2 * WARMUP_TOKENS)
     tables = {}
-    for setting, sampling in SETTINGS.items():
+    for setting in SETTINGS:
         trees = {name: tree for name, tree in wall_trees(plans[setting]).items() if name in wall_methods(setting, config)}
-        tables[setting] = timed_block(store, run, config, f"wall clock | {run.workload} | {setting}", trees, sampling,
+        tables[setting] = timed_block(store, run, config, f"wall clock | {run.workload} | {setting}", trees, setting,
                                       config.prompts, config.new_tokens, tick)
     return tables
 
@@ -353,7 +354,7 @@ def sweep(store: Store, run: Run, config: Config, plan: dict, vectors: dict, tic
     autoregressive loop, on `config.sweep_prompts` prompts (more than experiment 3's: tokens per
     step differ between prompts by far more than the 5% a prediction is checked to)."""
     return timed_block(store, run, config, f"sweep | {run.workload} | greedy", sweep_trees(plan, config, vectors),
-                       SETTINGS["greedy"], config.sweep_prompts, config.sweep_tokens, tick)
+                       "greedy", config.sweep_prompts, config.sweep_tokens, tick)
 
 
 def hardware(rows: list[dict], profile: dict, vectors: dict) -> list[dict]:
