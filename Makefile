@@ -65,7 +65,7 @@ $(RUN)/autoregressive.json: | fetch
 demo: $(RUN)/sequoia.json $(RUN)/autoregressive.json
 	$(SEQUOIA) compare $(RUN)/sequoia.json $(RUN)/autoregressive.json
 
-# The benchmark (README's Results): `make bench` (full run, about 2 hours on a 2-core CPU),
+# The benchmark (README's Results): `make bench` (full run, about 3 hours on a 2-core CPU),
 # `make bench-quick` (about 9 minutes). RESUME=--resume picks an interrupted run up where it stopped.
 RESUME ?=
 bench: fetch

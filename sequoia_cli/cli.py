@@ -459,7 +459,7 @@ def compare_command(
 
 @app.command("bench", epilog="Example: sequoia bench --quick --pair qwen2.5-coder --out-dir bench-report")
 def bench_command(
-    quick: Annotated[bool, typer.Option("--quick", help="3 prompts of 48 tokens per workload, fewer sizes and temperatures (9 minutes on a 2-core CPU for the default pair with the bfloat16 draft; the full run, 8 prompts of 128 tokens, 24 of 96 in experiment 4, and experiment 7, about 2.5 hours).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="3 prompts of 48 tokens per workload, fewer sizes and temperatures (9 minutes on a 2-core CPU for the default pair with the bfloat16 draft; the full run, 8 prompts of 128 tokens, 24 of 96 in experiment 4, and experiment 7, about 3 hours).")] = False,
     pair: Annotated[Optional[str], typer.Option(help="A pair name from configs/: sets both --draft and --target. Default: qwen2.5-coder, unless --draft and --target are given.")] = None,
     draft: Draft = None, target: Target = None,
     out_dir: Annotated[str, typer.Option(help="Folder for report.md, scalability.png, robustness.png, bench.json (every row) and cells.jsonl (every finished cell).")] = "bench-report",
