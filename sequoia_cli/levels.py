@@ -10,13 +10,15 @@ in a row): a step that ends at a leaf starts the next one after an acceptance, a
 rejects ranks a run would count as accepted. The DP's tree changes the rows it is planned from,
 so `plan_by_levels` alternates the two until the tree stays the same; where they go round in a
 cycle instead (on MT-Bench's greedy vector, between 2 trees at size 16 and 4 at size 64), it
-keeps the tree the rows it meets rate best.
+keeps the tree the rows it meets rate best. `replayed` counts the tokens per step of the walk:
+what greedy decode realizes on the measured continuations, beside which a prediction from the
+rows shows the model's own error, apart from any difference between prompts.
 """
 
 from typing import Callable
 
 from sequoia_cli.artifacts import planning_acceptance, shrunk_rows
-from sequoia_cli.tree import ranks as child_ranks
+from sequoia_cli.tree import depths, ranks as child_ranks
 
 LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
 ROUNDS = 6  # planning rounds at most; on the bench's vectors optimize settled within 2-4
@@ -40,6 +42,20 @@ def walk(parents: list[int], ranks: list[int]) -> list[tuple[list[int], int]]:
         steps.append((met, position - start))
         start = position + 1  # the target's own token at `position` is the next root
     return steps
+
+
+def replayed(parents: list[int], ranks: list[int]) -> tuple[int, int]:
+    """(tokens, steps) of greedy decode with the tree on the continuation these ranks were measured
+    on (greedy decode's path is that continuation, so the walk is its steps): each step adds its
+    accepted tokens plus the target's own. Only the steps that start at least the tree's depth
+    before the continuation's end count: later ones could need ranks past it."""
+    depth = max(depths(parents))
+    tokens = steps = start = 0
+    for _, accepted in walk(parents, ranks):
+        if start + depth > len(ranks):
+            break
+        tokens, steps, start = tokens + accepted + 1, steps + 1, start + accepted + 1
+    return tokens, steps
 
 
 def level_counts(parents: list[int], ranks_by_prompt: list[list[int]], width: int) -> list[list[int]]:

@@ -297,6 +297,9 @@ def test_the_sweep_decodes_more_prompts_whose_first_are_experiment_3s(whole_run)
             method = "Sequoia" if row["tree"] == "optimizer's pick" else row["tree"]
             assert len(sweep_rows[method]["per_prompt"]) == TINY.sweep_prompts
             assert row["tokens_per_step"] == sweep_rows[method]["step_tokens_per_step"]
+            # Decode's walk on the vector's own prompts: a step adds 1 to depth + 1 tokens.
+            assert 1.0 <= row["replayed_tokens"]["value"] <= row["depth"] + 1
+    assert "(the model's error)" in (out / "report.md").read_text()
 
 
 def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monkeypatch):

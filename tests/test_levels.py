@@ -7,7 +7,7 @@ import torch
 
 from sequoia_cli.artifacts import acceptance_from_counts
 from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
-from sequoia_cli.levels import level_counts, plan_by_levels, rows_met, walk
+from sequoia_cli.levels import level_counts, plan_by_levels, replayed, rows_met, walk
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.tree import best_tree, expected_tokens, tree_table
 from stages.build_tree import build_tree
@@ -25,6 +25,9 @@ def test_walk_by_hand():
     assert level_counts([-1, 0, 1], [[1, 1, 1, 2, 0, 1]], 2) == [[1, 2, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
     # A root with two children, the second with one: rank 2 then 1 is accepted twice.
     assert walk([-1, 0, 0, 2], [2, 1, 5, 1]) == [([2, 1], 2), ([1], 1)]
+    # Replayed: the steps starting at 0, 3 and 4 fit (start + depth 2 <= 6), the one at 5 does not.
+    assert replayed([-1, 0, 1], [1, 1, 1, 2, 0, 1]) == (3 + 1 + 1, 3)
+    assert replayed([-1], [1, 0, 2]) == (3, 3)
 
 
 @pytest.mark.parametrize("parents", [TWO_LEVELS, chain_parents(3), [-1, 0, 0, 0]])
@@ -46,6 +49,9 @@ def test_the_walk_takes_the_steps_greedy_decode_takes(parents):
         steps = [accepted + 1 for _, accepted in walk(parents, measured["ranks"][str(index)])]
         assert len(steps) == len(result.accepted) and steps[:-1] == result.accepted[:-1]
         checked += len(steps) - 1
+        tokens_replayed, steps_replayed = replayed(parents, measured["ranks"][str(index)])
+        assert 0 < steps_replayed <= len(result.step_tokens)
+        assert tokens_replayed == sum(result.step_tokens[:steps_replayed])
     assert checked > 10 and measured["acceptance"][0] < 1.0
 
 

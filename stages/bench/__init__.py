@@ -85,7 +85,8 @@ def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, se
         if 4 in chosen:
             swept = sweep(store, run, config, plans[run.workload]["greedy"], vectors, tick)
             results["sweep"] += swept
-            results["hardware"] += [{"workload": run.workload, **row} for row in hardware(swept, profile, vectors)]
+            results["hardware"] += [{"workload": run.workload, **row}
+                                    for row in hardware(swept, profile, vectors, config.resamples, seed)]
         if 6 in chosen:
             results["overhead"] += loop_overhead(tables["greedy"])
         if 7 in chosen and run.workload == "humaneval":

@@ -20,7 +20,7 @@ from sequoia_cli.artifacts import timings
 from sequoia_cli.cost import predicted_speedup
 from sequoia_cli.engine import Sampling, chain_parents, tree_layout
 from sequoia_cli.errors import one_line
-from sequoia_cli.levels import rows_met
+from sequoia_cli.levels import replayed, rows_met
 from sequoia_cli.prompts import load_prompts
 from sequoia_cli.tree import best_tree, dp_tree, expected_tokens, tree_table
 from stages.bench.harness import (Config, Run, Store, decode_one, failure, first_difference, geometric_interval,
@@ -357,12 +357,15 @@ def sweep(store: Store, run: Run, config: Config, plan: dict, vectors: dict, tic
                        "greedy", config.sweep_prompts, config.sweep_tokens, tick)
 
 
-def hardware(rows: list[dict], profile: dict, vectors: dict) -> list[dict]:
+def hardware(rows: list[dict], profile: dict, vectors: dict, resamples: int, seed: int) -> list[dict]:
     """Experiment 4: the optimizer's pick and the sweep's DP trees from its block (`sweep`):
     measured speedup over our autoregressive loop beside the cost model's prediction (the
     steps alone, as the model predicts them, and with the prompts' prefill), and measured tokens
     per step beside both predictions (positional, and by level: the rows each tree meets on the
-    vector's ranks, `levels.rows_met`; the cost model uses the latter)."""
+    vector's ranks, `levels.rows_met`; the cost model uses the latter). Between them, the tokens
+    per step greedy decode realizes on the vector's own prompts (`levels.replayed`, with its
+    interval over those prompts): the prediction's distance to it is the model's error, its
+    distance to the measured one the difference between the two sets of prompts."""
     out = []
     for row in rows:
         if row["method"] != "Sequoia" and not row["method"].startswith("DP size"):
@@ -381,6 +384,9 @@ def hardware(rows: list[dict], profile: dict, vectors: dict) -> list[dict]:
                      speedup_with_prefill=row["vs_autoregressive"])
         if by_level:
             entry["predicted_tokens_by_level"] = expected_tokens(row["parents"], by_level)
+        walked = [replayed(row["parents"], ranks) for ranks in vector.get("ranks", {}).values()]
+        if sum(steps for _, steps in walked):
+            entry["replayed_tokens"] = pooled_interval(*zip(*walked), resamples, seed)
         if "error" not in profile:
             entry["predicted_speedup"] = predicted_speedup(row["parents"], by_level or positional,
                                                            timings(profile["target"]), timings(profile["draft"]))
