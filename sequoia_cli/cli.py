@@ -288,7 +288,7 @@ def profile_hw_command(
     pair: Annotated[Optional[str], typer.Option(help="A pair name from configs/: profiles both models.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Largest token count to time (1..8, then powers of two up to this).")] = 128,
     context_length: Annotated[int, typer.Option(help="Tokens already in the KV cache during each timed forward.")] = 256,
-    repeats: Annotated[int, typer.Option(help="Rounds: each times every (model, count) twice, out and back in a rotated order, each the fastest of 3 forwards; each count's fastest round is kept.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Rounds: each times every (model, count) twice, out and back in a rotated order, each the fastest of 3 forwards; each count keeps the median over rounds of its time over its model's t(1) of the same round.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed forwards per (model, count) first.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the random tokens.")] = 0,
     device: Device = "cpu", dtype: Dtype = "bfloat16",
@@ -296,8 +296,10 @@ def profile_hw_command(
     device_map: DeviceMap = None, max_memory: MaxMemory = None, offload_folder: OffloadFolder = None,
 ):
     """Time one forward of n tokens on a KV cache, for the target (and the draft). The machine's
-    speed drifts, so every count is timed in interleaved rounds as a ratio to the target's t(1)
-    of the same round: the curves' shape holds however far the absolute speed moved."""
+    speed drifts, so every count is timed in interleaved rounds as a ratio to its model's t(1) of
+    the same round (the draft's t(1) to the target's), each ratio the median over rounds. A
+    profile whose rounds read the target's t(1) more than 15% apart is marked unsteady: a slowed
+    machine also changes the curves' shape, so profile again when the machine is idle."""
     from stages.profile_hw import check_request, profile_hw, token_counts
 
     token_counts(max_tokens)

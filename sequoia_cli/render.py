@@ -39,6 +39,11 @@ def profile_summary(profile: dict, out: str) -> None:
     for role in ("target", "draft"):
         if role in profile:
             console.print(f"{role}: " + ", ".join(f"{n}: {t:.1f} ms" for n, t in profile[role]["ms"].items()))
+    if profile.get("steady") is False:
+        by_round = profile["target_t1_by_round"]
+        console.print(f"[yellow]unsteady machine: the target's t(1) read {min(by_round):.1f} to {max(by_round):.1f} ms"
+                      " by round, and a slowed machine times small counts slower than large ones, so the shape"
+                      " depends on the rounds it slowed: profile again when the machine is idle[/]")
     console.print(f"-> {out}")
 
 

@@ -1,18 +1,24 @@
 """profile-hw: how long one forward of n new tokens takes on this machine, on a KV cache of
 `context_length` tokens, for the token counts the optimizer weighs.
 
-What the optimizer needs is the curves' shape (each count against the target's t(1), the draft
-against the target), and a machine's speed drifts by tens of percent within minutes. So every
-(model, count) is timed once per round (the fastest of a short burst), in an order rotated each
-round and then walked back in reverse (a drift that is linear over the round then falls on every
-item alike), and each count keeps its time in its fastest round. The machine's slow spells (here
-from tens of seconds to minutes, another tenant's load) only ever add time, and add more to the
-memory-bound small counts than to the large ones (t(1) by half, t(64) hardly): a mean or median
-over rounds mixes the two machines' shapes in whatever share it caught them, while the fastest
-round is the unloaded machine's, which two profiles agree on when each catches it at least once
-(a profile taken wholly inside a spell measures the spell's shape). The spread is the range from
-the fastest round to the median one, and the curve is made monotone in the count where that
-stays within the spread.
+What the optimizer needs is the curves' shape (each count against its model's t(1), the draft's
+t(1) against the target's), and a machine's speed drifts by tens of percent within minutes. So
+every (model, count) is timed once per round (the fastest of a short burst), in an order rotated
+each round and then walked back in reverse (a drift that is linear over the round then falls on
+every item alike), and the shape is read within each round: each count's time over its model's
+t(1) of the same round, the draft's t(1) over the target's. Each ratio keeps its median over the
+rounds, and the target's t(1) its median, which sets the scale.
+
+Within a round, because the machine's slow spells (here from tens of seconds to minutes) change
+the shape, not only the speed: timed side by side here, a spell made the target's t(1) to t(8)
+30-35% slower while its t(64) and every draft count ran 4-7% faster. Each count's fastest round
+(which profile-hw kept before) mixes the two shapes whenever a spell starts or ends within a
+round; the median of same-round ratios gives the shape of the state most rounds found the
+machine in, which two profiles taken in that state agree on (at 3 rounds of 22 timings in one
+state, within 3.5% at every count, where the fastest round read 5.9% apart). A profile whose
+rounds read the target's t(1) more than STEADY apart is marked unsteady: the machine changed state
+while it ran. The spread is the interquartile range over rounds, and each curve is made
+monotone in the count where that stays within the spread.
 """
 
 import time
@@ -28,6 +34,8 @@ from sequoia_cli.errors import BadInput
 # Each timing is the fastest of this many forwards back to back: whatever else the machine does
 # only ever slows a forward down, and on 2 cores it does so by 20% at random moments.
 BURST = 3
+# Rounds whose target t(1) differ by more than this caught the machine in more than one state.
+STEADY = 0.15
 
 
 def token_counts(max_tokens: int) -> list[int]:
@@ -65,7 +73,12 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
     device = input_device(models["target"][1])
     target_t1 = [one_round["target", 1] for one_round in rounds]
     return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections,
-                            burst=BURST, target_t1_by_round=target_t1)
+                            burst=BURST, target_t1_by_round=target_t1, steady=steady(target_t1))
+
+
+def steady(target_t1_by_round: list[float]) -> bool:
+    """Whether every round found the machine alike: their target t(1) within STEADY of each other."""
+    return max(target_t1_by_round) <= (1.0 + STEADY) * min(target_t1_by_round)
 
 
 def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
@@ -128,12 +141,21 @@ def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_r
 
 
 def curves(rounds: list[dict], roles: list[str], counts: list[int]) -> dict[str, dict]:
-    """{role: {"ms": {count: ms}, "spread": {count: [fastest, median]}}} over the rounds."""
+    """{role: {"ms": {count: ms}, "spread": {count: [low, high]}}}: each count's time over its
+    model's t(1) of the same round, the draft's t(1) over the target's and the target's t(1), each
+    the median over rounds; the spread is the interquartile range over rounds."""
+    target_t1 = np.array([one_round["target", 1] for one_round in rounds])
+    scale = float(np.median(target_t1))
     out = {}
     for role in roles:
-        times = [np.array([one_round[role, count] for one_round in rounds]) for count in counts]
-        ms = [float(t.min()) for t in times]
-        spread = [[float(t.min()), float(np.median(t))] for t in times]
+        t1 = np.array([one_round[role, 1] for one_round in rounds])
+        # The role's t(1) by round, in the target's scale: its median is the role's t(1).
+        by_round = {1: target_t1 if role == "target" else t1 / target_t1 * scale}
+        role_t1 = float(np.median(by_round[1]))
+        for count in counts[1:]:
+            by_round[count] = np.array([one_round[role, count] for one_round in rounds]) / t1 * role_t1
+        ms = [float(np.median(by_round[count])) for count in counts]
+        spread = [[float(x) for x in np.percentile(by_round[count], [25, 75])] for count in counts]
         out[role] = {"ms": {str(c): t for c, t in zip(counts, monotone(ms, spread))},
                      "spread": {str(c): s for c, s in zip(counts, spread)}}
     return out
