@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sequoia_cli.artifacts import write_json, write_text
 from stages.bench.experiments import FAMILIES, ROBUST_METHODS, ROBUST_TREE_SETTING, SETTINGS, WORKLOADS, setting_name
-from stages.profile_hw import STEADY
+from stages.profile_hw import STEADY, steady
 
 
 def number(value, digits: int = 2, suffix: str = "") -> str:
@@ -249,12 +249,13 @@ def setup_section(results: dict) -> str:
         lines.append(f"- profile: {profile['error']}")
     else:
         for role in ("target", "draft"):
-            lines.append(f"- profile ({role}, KV cache of {profile['context_length']} tokens, median over"
-                         f" {profile['repeats']} rounds): " + ", ".join(f"{n}: {t:.1f}" for n, t in profile[role]["ms"].items())
+            lines.append(f"- profile ({role}, KV cache of {profile['context_length']} tokens,"
+                         f" {profile['repeats']} interleaved rounds): " + ", ".join(f"{n}: {t:.1f}" for n, t in profile[role]["ms"].items())
                          + " ms")
         if "target_t1_by_round" in profile:
             lines.append("- profile's target t(1) by round: " + ", ".join(f"{t:.1f}" for t in profile["target_t1_by_round"])
-                         + " ms" + ("" if profile.get("steady", True) else f" (unsteady: rounds more than {100 * STEADY:.0f}% apart)"))
+                         + " ms" + ("" if steady(profile["target_t1_by_round"]) else
+                                    f" (unsteady: rounds more than {100 * STEADY:.0f}% apart)"))
     for workload, plans in results["plans"].items():
         for setting, plan in plans.items():
             lines.append(f"- optimizer's tree, {workload} {setting}: " + (plan["error"] if "error" in plan else
@@ -381,7 +382,7 @@ def write_report(out_dir: str, results: dict) -> Path:
         " (`--max-memory cpu=...`, accelerate's `device_map=\"auto\"`), the rest of its weights in an offload"
         " folder on disk, read at every forward: the CPU analogue of the paper's offloading setting, where a"
         " forward costs nearly the same for 1 token as for hundreds. HumanEval, greedy; its profile (ms per"
-        f" forward, median over {config['profile_repeats']} interleaved rounds), optimize's tree for it, and that"
+        f" forward, {config['profile_repeats']} interleaved rounds), optimize's tree for it, and that"
         " tree against autoregressive decoding of the same offloaded target, back to back per prompt"
         f" ({config['offload_prompts']} prompts of {config['offload_tokens']} tokens).\n\n"
         + offloaded_section(results.get("offloaded")),
