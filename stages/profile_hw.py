@@ -9,16 +9,16 @@ every item alike), and the shape is read within each round: each count's time ov
 t(1) of the same round, the draft's t(1) over the target's. Each ratio keeps its median over the
 rounds, and the target's t(1) its median, which sets the scale.
 
-Within a round, because the machine's slow spells (here from tens of seconds to minutes) change
-the shape, not only the speed: timed side by side here, a spell made the target's t(1) to t(8)
-30-35% slower while its t(64) and every draft count ran 4-7% faster. Each count's fastest round
-(which profile-hw kept before) mixes the two shapes whenever a spell starts or ends within a
-round; the median of same-round ratios gives the shape of the state most rounds found the
-machine in, which two profiles taken in that state agree on (at 3 rounds of 22 timings in one
-state, within 3.5% at every count, where the fastest round read 5.9% apart). A profile whose
-rounds read the target's t(1) more than STEADY apart is marked unsteady: the machine changed state
-while it ran. The spread is the interquartile range over rounds, and each curve is made
-monotone in the count where that stays within the spread.
+The shape is read within a round because the machine's slow spells (here from tens of seconds
+to minutes) change the shape, not only the speed: timed side by side, a spell made the target's
+t(1) to t(8) 30-35% slower while its t(64) and every draft count ran 4-7% faster. Each count's
+fastest round (which profile-hw kept before) mixes the two shapes whenever a spell starts or
+ends within a round; the median of same-round ratios gives the shape of the state most rounds
+found the machine in, which two profiles taken in that state agree on (at 3 rounds of 22
+timings in one state, within 3.5% at every count, where the fastest round read 5.9% apart). A
+profile whose rounds read the target's t(1) more than STEADY apart is marked unsteady: the
+machine changed state while it ran. The spread is the interquartile range over rounds, and each
+curve is made monotone in the count where that stays within the spread.
 """
 
 import time
