@@ -220,14 +220,6 @@ def _check_rows(check: _Checker, rows, name: str) -> list[list[float]]:
     return rows
 
 
-def planning_acceptance(artifact: dict, positional: bool = False):
-    """What the DP plans with: the rows by level where the artifact has them (unless
-    `positional`), else the single vector."""
-    if not positional and artifact.get("acceptance_by_level"):
-        return artifact["acceptance_by_level"]
-    return artifact["acceptance"]
-
-
 def check_tree(path: str, artifact: dict) -> dict:
     check_format(path, artifact, TREE)
     check = _Checker(path, artifact)
@@ -251,7 +243,7 @@ def check_tree(path: str, artifact: dict) -> dict:
         if "expected_tokens" in artifact:
             stated = check.number(artifact["expected_tokens"], "expected_tokens", 1.0)
             by_level = artifact.get("planned_by") == "level" and "acceptance_by_level" in artifact
-            actual = expected_tokens(parents, planning_acceptance(artifact, not by_level))
+            actual = expected_tokens(parents, artifact["acceptance_by_level"] if by_level else artifact["acceptance"])
             if abs(stated - actual) > 1e-6 * max(1.0, actual):
                 used = "acceptance_by_level" if by_level else "acceptance"
                 check.fail(f"'expected_tokens' is {stated} but the tree and '{used}' give {actual:.6f}")
@@ -322,39 +314,6 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
     return {"format": format_of(ACCEPTANCE), "mode": mode, "temperature": temperature, "top_p": top_p,
             "width": width, "acceptance": acceptance, "rejected_all": rejected_all, "samples": samples,
             "stderr": stderr, **extra}
-
-
-LEVEL_PRIOR = 16
-
-
-def shrunk_rows(counts: list[list[int]], acceptance: list[float]) -> list[list[float]]:
-    """Each row of counts (by rank, rank 0: none accepted) as a vector, its counts plus
-    LEVEL_PRIOR positions distributed as `acceptance` (the whole vector)."""
-    return [[(c + LEVEL_PRIOR * a) / (sum(row) + LEVEL_PRIOR) for c, a in zip(row[1:], acceptance)] for row in counts]
-
-
-def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: float, top_p: float, width: int,
-                           **run) -> dict:
-    """The acceptance artifact of counts[level - 1][rank] (rank 0: none accepted): the vector over
-    every level, the rows by level down to the deepest measured (the last standing for every
-    deeper level), each with its samples and the standard errors of its raw frequencies, and the
-    counts themselves. Each row is its level's counts plus LEVEL_PRIOR positions distributed as
-    the whole vector: a level seen a few times (on code, a rejection is rare, so level 1 may
-    have a handful of positions) stays near the whole vector instead of steering the DP."""
-    def vector(row: list[int]) -> tuple[list[float], list[float]]:
-        samples = sum(row)
-        acceptance = [c / samples if samples else 0.0 for c in row[1:]]
-        return acceptance, [math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance]
-
-    total = [sum(column) for column in zip(*counts)]
-    samples = sum(total)
-    acceptance, stderr = vector(total)
-    levels = [row for row in counts if sum(row)]
-    by_level = {"acceptance_by_level": shrunk_rows(levels, acceptance), "samples_by_level": [sum(r) for r in levels],
-                "stderr_by_level": [vector(row)[1] for row in levels]} if levels else {}
-    return acceptance_artifact(mode, temperature, top_p, width, acceptance,
-                               rejected_all=total[0] / samples if samples else 1.0, samples=samples, stderr=stderr,
-                               **by_level, counts=counts, **run)
 
 
 def provenance(acceptance: dict) -> dict:

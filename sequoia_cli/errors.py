@@ -1,8 +1,25 @@
 """The exceptions that end a command with one line instead of a traceback."""
 
+import re
+
 
 class BadInput(Exception):
-    """A fault in what the user passed: a file, an option, a model (exit code 2). One line."""
+    """A fault in what the user passed: a file, an option, a model (exit code 2). One line.
+
+    `settings` are the names of the settings the message speaks of, as the stage's parameters
+    name them (`max_depth`); the command line words each as its option (`--max-depth`), any other
+    caller reads the plain name."""
+
+    def __init__(self, message: str, *settings: str):
+        super().__init__(message)
+        self.settings = settings
+
+    def worded_as_options(self) -> str:
+        """The message with each setting's first mention written as its command-line option."""
+        message = str(self)
+        for name in self.settings:
+            message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", "--" + name.replace("_", "-"), message, count=1)
+        return message
 
 
 class SetupError(Exception):

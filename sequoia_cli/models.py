@@ -17,17 +17,17 @@ def device_of(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise BadInput(f"--device '{name}' is not a device (cpu, cuda, cuda:N)") from None
+        raise BadInput(f"device '{name}' is not a device (cpu, cuda, cuda:N)", "device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"--device {name}: no CUDA device is available here (use --device cpu)")
+        raise BadInput(f"device {name}: no CUDA device is available here (use cpu)", "device")
     if device.type not in ("cpu", "cuda"):
-        raise BadInput(f"--device '{name}' is not supported (cpu, cuda, cuda:N)")
+        raise BadInput(f"device '{name}' is not supported (cpu, cuda, cuda:N)", "device")
     return device
 
 
 def dtype_of(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise BadInput(f"--dtype '{name}' is not one of {', '.join(DTYPES)}")
+        raise BadInput(f"dtype '{name}' is not one of {', '.join(DTYPES)}", "dtype")
     return DTYPES[name]
 
 
@@ -35,8 +35,8 @@ DEVICE_MAPS = ("auto", "balanced", "sequential")
 
 
 def placement_of(device_map: str | None, max_memory: str | None, offload_folder: str | None) -> dict | None:
-    """The target's placement across devices, CPU memory and disk, from --device-map, --max-memory
-    and --offload-folder, checked (None: the whole model on --device). Handed to accelerate
+    """The target's placement across devices, CPU memory and disk, from `device_map`, `max_memory`
+    and `offload_folder`, checked (None: the whole model on one device). Handed to accelerate
     through `from_pretrained`; recorded in the artifacts as given."""
     if device_map is None and max_memory is None and offload_folder is None:
         return None
@@ -50,21 +50,22 @@ def placement_of(device_map: str | None, max_memory: str | None, offload_folder:
             os.makedirs(offload_folder, exist_ok=True)
             tempfile.TemporaryFile(dir=offload_folder).close()
         except OSError as err:
-            raise BadInput(f"--offload-folder {offload_folder} cannot be written: {err.strerror or err}") from None
+            raise BadInput(f"offload_folder {offload_folder} cannot be written: {err.strerror or err}",
+                           "offload_folder") from None
         placement["offload_folder"] = os.path.abspath(offload_folder)
     return placement
 
 
-def _placement_device(name, option: str, disk: bool = False) -> str | int:
+def _placement_device(name, setting: str, disk: bool = False) -> str | int:
     """A device as accelerate names it: 'cpu', 'disk' (where allowed) or a GPU's index."""
     text = str(name)
     if text == "cpu" or (disk and text == "disk"):
         return text
     index = text.removeprefix("cuda:") if text.startswith("cuda:") else "0" if text == "cuda" else text
     if not index.isdigit():
-        raise BadInput(f"{option}: unknown device '{text}' (cpu, cuda:N{', disk' if disk else ''})")
+        raise BadInput(f"{setting}: unknown device '{text}' (cpu, cuda:N{', disk' if disk else ''})", setting)
     if int(index) >= torch.cuda.device_count():
-        raise BadInput(f"{option}: device '{text}' is not here ({torch.cuda.device_count()} CUDA devices)")
+        raise BadInput(f"{setting}: device '{text}' is not here ({torch.cuda.device_count()} CUDA devices)", setting)
     return int(index)
 
 
@@ -79,8 +80,8 @@ def _max_memory(text: str) -> dict:
         except ValueError:
             valid = False
         if not valid:
-            raise BadInput(f"--max-memory '{part}': give DEVICE=SIZE, e.g. cpu=1GiB,cuda:0=20GiB")
-        _placement_device(device.strip(), "--max-memory")
+            raise BadInput(f"max_memory '{part}': give DEVICE=SIZE, e.g. cpu=1GiB,cuda:0=20GiB", "max_memory")
+        _placement_device(device.strip(), "max_memory")
         limits[device.strip()] = size.strip()
     return limits
 
@@ -90,14 +91,14 @@ def _device_map_file(path: str) -> dict:
         with open(path) as handle:
             mapping = json.load(handle)
     except OSError as err:
-        raise BadInput(f"--device-map {path}: not auto, balanced or sequential, and cannot be read"
-                       f" ({err.strerror or err})") from None
+        raise BadInput(f"device_map {path}: not auto, balanced or sequential, and cannot be read"
+                       f" ({err.strerror or err})", "device_map") from None
     except json.JSONDecodeError as err:
-        raise BadInput(f"--device-map {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise BadInput(f"device_map {path}: not valid JSON ({err.msg}, line {err.lineno})", "device_map") from None
     if not isinstance(mapping, dict) or not mapping:
-        raise BadInput(f"--device-map {path}: must map module names to devices")
+        raise BadInput(f"device_map {path}: must map module names to devices", "device_map")
     for device in mapping.values():
-        _placement_device(device, f"--device-map {path}", disk=True)
+        _placement_device(device, "device_map", disk=True)
     return mapping
 
 
@@ -105,10 +106,10 @@ def placement_kwargs(placement: dict) -> dict:
     """`from_pretrained` arguments of a placement: GPUs by index, as accelerate wants them."""
     device_map = placement["device_map"]
     if isinstance(device_map, dict):
-        device_map = {module: _placement_device(device, "--device-map", disk=True) for module, device in device_map.items()}
+        device_map = {module: _placement_device(device, "device_map", disk=True) for module, device in device_map.items()}
     kwargs = {"device_map": device_map}
     if "max_memory" in placement:
-        kwargs["max_memory"] = {_placement_device(device, "--max-memory"): size
+        kwargs["max_memory"] = {_placement_device(device, "max_memory"): size
                                 for device, size in placement["max_memory"].items()}
     if "offload_folder" in placement:
         kwargs["offload_folder"] = placement["offload_folder"]
@@ -122,7 +123,7 @@ def resolve(name: str, role: str) -> str:
         return str(model_dir(name, role))
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
     if looks_local and not os.path.isdir(os.path.expanduser(name)):
-        raise BadInput(f"--{role} {name}: no such folder")
+        raise BadInput(f"{role} {name}: no such folder", role)
     return os.path.expanduser(name) if looks_local else name
 
 

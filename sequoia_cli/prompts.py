@@ -29,7 +29,7 @@ def load_prompt_records(source: str, field: str | None = None,
                         max_prompts: int | None = None) -> list[dict]:
     """[{"prompt": str, "reference": str | None}, ...] in file order, at most `max_prompts`."""
     if max_prompts is not None and max_prompts < 1:
-        raise BadInput(f"{source}: the number of prompts to use must be at least 1, got {max_prompts}")
+        raise BadInput(f"{source}: max_prompts is {max_prompts}: use at least 1 prompt", "max_prompts")
     builtin = BUILTIN_SETS.get(source)
     if builtin:
         path, field = DATA_DIR / builtin["file"], field or builtin["field"]

@@ -175,8 +175,8 @@ def kept_ids(tokenizer, count: int, vocab: int) -> list[int]:
     special = sorted({i for i in tokenizer.all_special_ids} | set(getattr(tokenizer, "added_tokens_decoder", {})))
     special = [i for i in special if i < vocab]
     if not len(special) < count <= vocab:
-        raise BadInput(f"--draft-vocab {count}: must be above the {len(special)} special tokens and at most the"
-                       f" vocabulary's {vocab}")
+        raise BadInput(f"draft_vocab {count}: must be above the {len(special)} special tokens and at most the"
+                       f" vocabulary's {vocab}", "draft_vocab")
     taken = set(special)
     rest = [i for i in range(vocab) if i not in taken][: count - len(special)]
     return sorted(special + rest)
@@ -197,11 +197,11 @@ def keep_vocab(model: nn.Module, ids: list[int]) -> nn.Module:
     return model
 
 
-def check_kernels(mode: str, device: torch.device, option: str) -> None:
+def check_kernels(mode: str, device: torch.device, setting: str) -> None:
     """A CPU quantization needs PyTorch's weight-only kernel for it (other devices dequantize)."""
     kernel = {"int8": "_weight_int8pack_mm", "int4": "_weight_int4pack_mm_for_cpu"}.get(mode)
     if kernel and device.type == "cpu" and not hasattr(torch.ops.aten, kernel):
-        raise BadInput(f"{option} {mode}: this PyTorch ({torch.__version__}) has no {mode} CPU kernel")
+        raise BadInput(f"{setting} {mode}: this PyTorch ({torch.__version__}) has no {mode} CPU kernel", setting)
 
 
 def set_up(model: nn.Module, tokenizer, quantize: str, vocab: int | None) -> nn.Module:

@@ -18,6 +18,32 @@ def progress_bar() -> Progress:
                     TimeRemainingColumn(), console=console)
 
 
+class Bars:
+    """Progress bars that appear with their first task, so that an error found before any work
+    starts prints alone. `task(description, total)` returns `advance(weight=1, label=None)`."""
+
+    def __init__(self):
+        self.progress: Progress | None = None
+
+    def __enter__(self) -> "Bars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def task(self, description: str, total: float):
+        if self.progress is None:
+            self.progress = progress_bar()
+            self.progress.start()
+        progress, task = self.progress, self.progress.add_task(description, total=total)
+
+        def advance(weight: float = 1, label: str | None = None) -> None:
+            progress.update(task, advance=weight, **({"description": label} if label else {}))
+
+        return advance
+
+
 def error_line(message: str) -> None:
     console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
 

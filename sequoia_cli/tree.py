@@ -138,7 +138,7 @@ def check_table_bounds(width: int, max_size: int, max_depth: int, levels: int = 
     choice_bytes = levels * (max_depth + 1) * (width + 1) * max_size * 4
     if choice_bytes > MAX_CHOICE_BYTES or levels * max_depth * width * max_size**2 > MAX_WORK:
         raise BadInput(f"size {max_size} with depth <= {max_depth} and {width} child ranks is too large a DP"
-                       f" ({choice_bytes / 2**30:.1f} GiB table): bound the depth (--max-depth)")
+                       f" ({choice_bytes / 2**30:.1f} GiB table): bound the depth (max_depth)", "max_depth")
 
 
 def tree_table(acceptance, max_size: int, max_depth: int) -> TreeTable:
@@ -237,9 +237,9 @@ def dp_tree(acceptance, size: int, max_depth: int | None = None) -> tuple[list[i
 def depth_bound(size: int, max_depth: int | None) -> int:
     """The depth bound for a tree of `size` nodes: `max_depth`, or no bound (size - 1)."""
     if size < 1:
-        raise BadInput(f"--size is {size}: a tree has at least 1 node (the root)")
+        raise BadInput(f"size is {size}: a tree has at least 1 node (the root)", "size")
     if max_depth is not None and max_depth < 0:
-        raise BadInput(f"--max-depth is {max_depth}: depth is at least 0")
+        raise BadInput(f"max_depth is {max_depth}: depth is at least 0", "max_depth")
     return size - 1 if max_depth is None else max_depth
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from sequoia_cli.artifacts import table_artifact, tree_artifact
-from sequoia_cli.levels import plan_by_levels
+from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.tree import best_tree, depth_bound, expected_tokens, tree_table
 
 
@@ -11,7 +11,7 @@ def build_tree(acceptance: dict, size: int, max_depth: int | None = None,
                positional: bool = False) -> tuple[dict, dict]:
     """The best tree of exactly `size` nodes and depth <= `max_depth` (default: no bound) for the
     acceptance artifact `acceptance` (by level where it has rows by level or ranks, unless
-    `positional`: `levels.plan_by_levels`), and the whole E(n, d) table it was built from (a
+    `positional`: `acceptance.plan_by_levels`), and the whole E(n, d) table it was built from (a
     sequoia-tree-table/1 artifact)."""
     max_depth = depth_bound(size, max_depth)
 

@@ -1,38 +1,123 @@
 """decode: generate with a draft/target pair and a token tree, exactly as the target alone would."""
 
+import random
+from dataclasses import dataclass
 from typing import Callable
 
-from sequoia_cli.engine import Layout, Sampling, chain_parents, generate, input_device, prompt_generator
+from sequoia_cli.artifacts import stats_artifact
+from sequoia_cli.engine import Layout, Sampling, chain_parents, context_length, generate, input_device
+from sequoia_cli.engine import prompt_generator, tree_layout
 from sequoia_cli.errors import BadInput
-from sequoia_cli.models import eos_ids
+from sequoia_cli.loading import Loaded, Resolved, describe
+from sequoia_cli.models import encode_prompts, eos_ids
+from sequoia_cli.sampling import METHODS as TREE_METHODS, sampling_setting
 from sequoia_cli.tree import expected_tokens
 
-# Every method runs through the same loop: sequoia, specinfer and topk on the tree file's shape
-# (they differ in how children are drawn and verified), chain on a chain of --chain-length
-# tokens, autoregressive on a tree of size 1.
-METHODS = ("sequoia", "specinfer", "topk", "chain", "autoregressive")
+# Every method runs through the same loop: the tree methods on the tree file's shape (they differ
+# in how children are drawn and verified), chain on a chain of `chain_length` tokens,
+# autoregressive on a tree of size 1.
+METHODS = (*TREE_METHODS, "chain", "autoregressive")
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decode run, checked before any model loads: the method and the tree it decodes with
+    (`tree`: the tree artifact, for the tree methods), the sampling, the budget and the seed."""
+
+    method: str
+    parents: list[int]
+    tree: dict | None
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    chat_template: bool = True
+
+    @property
+    def needs_draft(self) -> bool:
+        return len(self.parents) > 1
+
+
+def prepare(method: str, tree: dict | None, chain_length: int | None, greedy: bool, temperature: float | None,
+            top_p: float | None, max_new_tokens: int, seed: int | None, chat_template: bool = True) -> Request:
+    """The checked request; without `temperature` and `top_p`, the tree's own sampling setting
+    (that of its acceptance vector), else greedy; without a seed, a random one (reported)."""
+    parents = method_parents(method, tree, chain_length)
+    temperature, top_p = sampling_setting(greedy, temperature, top_p, (tree or {}).get("source"))
+    if max_new_tokens < 1:
+        raise BadInput(f"max_new_tokens is {max_new_tokens}: generate at least 1 token", "max_new_tokens")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"seed is {seed}: it must be in 0..{MAX_SEED}", "seed")
+    seed = random.randrange(2**31) if seed is None else seed
+    return Request(method, parents, tree, temperature, top_p, max_new_tokens, seed, chat_template)
 
 
 def method_parents(method: str, tree: dict | None, chain_length: int | None) -> list[int]:
     """The tree a method decodes with, from the tree artifact or the chain length it takes."""
     if method not in METHODS:
-        raise BadInput(f"--method '{method}' is not one of {', '.join(METHODS)}")
+        raise BadInput(f"method '{method}' is not one of {', '.join(METHODS)}", "method")
     if method == "chain":
         if chain_length is None or chain_length < 1 or tree:
-            raise BadInput("--method chain takes --chain-length K (K >= 1) and no --tree")
+            raise BadInput("method chain takes chain_length K (K >= 1) and no tree", "method", "chain_length", "tree")
         return chain_parents(chain_length)
     if method == "autoregressive":
         if tree or chain_length:
-            raise BadInput("--method autoregressive takes no --tree or --chain-length")
+            raise BadInput("method autoregressive takes no tree or chain_length", "method", "tree", "chain_length")
         return [-1]
     if not tree or chain_length:
-        raise BadInput(f"--method {method} takes --tree (a sequoia-tree/1 file) and no --chain-length")
+        raise BadInput(f"method {method} takes tree (a sequoia-tree/1 file) and no chain_length",
+                       "method", "tree", "chain_length")
     return tree["parents"]
 
 
 def verification(method: str) -> str:
     """The verification rule of a method: a chain is verified as a tree of one child per node."""
     return "sequoia" if method in ("chain", "autoregressive") else method
+
+
+def setup_mismatches(tree: dict | None, setups: dict) -> list[str]:
+    """One line per model whose setup differs from the one the tree was planned for (its
+    acceptance vector's, its profile's; placement changes the speed, not the acceptance)."""
+    if not tree:
+        return []
+    planned = [("an acceptance vector", tree.get("source", {}), ("quantize", "vocab")),
+               ("a profile", tree.get("plan", {}), ("quantize", "vocab", "placement"))]
+    lines = []
+    for role in ("draft", "target"):
+        for origin, record, keys in planned:
+            setup = record.get(f"{role}_setup")
+            if setup is not None and any(setup.get(key) != setups[role].get(key) for key in keys):
+                lines.append(f"the tree was planned from {origin} of the {role} at {describe(setup)};"
+                             f" this run's {role} is at {describe(setups[role])}")
+    return lines
+
+
+def decode(request: Request, loaded: Loaded, prompts: list[str], show: Callable[[str], None] = lambda line: None,
+           on_tokens: Callable[[list[int]], None] | None = None, progress=None) -> tuple[list[dict], dict]:
+    """(one generation record per prompt, the run's sequoia-stats/1 artifact). The prompts are
+    encoded and checked against the models' context before any decoding; `show` gets the run's
+    description line, `on_tokens` each step's new tokens, and `progress(description, total)`
+    returns a callable to advance by a prompt."""
+    target, draft = loaded.target, loaded.draft
+    layout = tree_layout(request.parents, input_device(target))
+    sampling = Sampling(request.temperature, request.top_p, verification(request.method))
+    context = min(context_length(model) for model in (target, draft) if model is not None)
+    encoded = encode_prompts(loaded.tokenizer, prompts, context, request.chat_template)
+    mode = "greedy" if sampling.greedy else f"temperature {request.temperature}, top-p {request.top_p}"
+    show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
+    on_prompt_done = progress("decoding", len(prompts)) if progress else None
+    records = decode_prompts(target, draft, loaded.tokenizer, prompts, encoded, layout, sampling,
+                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done)
+    tree = request.tree or {}
+    figures = summarize(records, layout, tree.get("expected_tokens"), predictions(request.tree, request.parents))
+    return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
+
+
+def run_facts(request: Request, resolved: Resolved) -> dict:
+    """What a stats file records of the run beside its figures."""
+    return dict(method=request.method, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+                draft=resolved.draft_name, target=resolved.target_name, device=resolved.device, dtype=resolved.dtype)
 
 
 def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,

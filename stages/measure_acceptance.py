@@ -8,17 +8,84 @@ verification code of `decode` says which rank, if any, the target accepts.
 Each position also has a level: 1 right after a rejection, l after l - 1 accepted positions (the
 last level standing for every deeper one): the counts by level and rank give `acceptance_by_level`,
 and shards merge exactly from them. The accepted rank at every position is kept too (`ranks`):
-walked down by a tree, they give the rows that tree meets in decode (`sequoia_cli.levels`), which
+walked down by a tree, they give the rows that tree meets in decode (`sequoia_cli.acceptance`), which
 build-tree and optimize plan with.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from sequoia_cli.artifacts import acceptance_from_counts
+from sequoia_cli.acceptance import LEVELS, acceptance_from_counts
 from sequoia_cli.engine import Sampling, fit_vocab, generate, input_device, prompt_generator, tree_layout
-from sequoia_cli.levels import LEVELS
+from sequoia_cli.errors import BadInput
+from sequoia_cli.loading import Loaded
 from sequoia_cli.models import encode_prompt, eos_ids
-from sequoia_cli.sampling import distribution, draw_children, verify_node
+from sequoia_cli.sampling import distribution, draw_children, sampling_setting, verify_node
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Request:
+    """A measurement, checked before any model loads: the prompts' records, the sampling, the
+    children per position, the continuation per prompt, and the shard (I, N) of the prompts."""
+
+    records: list[dict]
+    sampling: Sampling
+    width: int
+    continuation_tokens: int
+    seed: int
+    chat_template: bool = True
+    use_reference: bool = False
+    shard: tuple[int, int] = (0, 1)
+
+    @property
+    def prompt_count(self) -> int:
+        """The prompts this shard measures."""
+        part, parts = self.shard
+        return len(range(part, len(self.records), parts))
+
+
+def prepare(records: list[dict], greedy: bool, temperature: float | None, top_p: float | None, width: int,
+            continuation_tokens: int, seed: int, chat_template: bool = True, use_reference: bool = False,
+            shard: str | None = None) -> Request:
+    """The checked request; `shard` is "I/N" (None: every prompt)."""
+    temperature, top_p = sampling_setting(greedy, temperature, top_p)
+    if width < 1:
+        raise BadInput(f"width is {width}: draw at least 1 child", "width")
+    if continuation_tokens < 1:
+        raise BadInput(f"continuation_tokens is {continuation_tokens}: use at least 1", "continuation_tokens")
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"seed is {seed}: it must be in 0..{MAX_SEED}", "seed")
+    part, parts = shard_of(shard)
+    if part >= len(records):
+        raise BadInput(f"shard {shard}: the data has only {len(records)} prompts", "shard")
+    return Request(records, Sampling(temperature, top_p), width, continuation_tokens, seed, chat_template,
+                   use_reference, (part, parts))
+
+
+def shard_of(text: str | None) -> tuple[int, int]:
+    """(I, N) of a shard "I/N"; (0, 1) for None."""
+    if text is None:
+        return 0, 1
+    part, _, parts = text.partition("/")
+    if not (part.isdigit() and parts.isdigit() and int(part) < int(parts)):
+        raise BadInput(f"shard '{text}': give I/N with 0 <= I < N, e.g. 0/4", "shard")
+    return int(part), int(parts)
+
+
+def measure(request: Request, loaded: Loaded, dataset: str, progress=None) -> dict:
+    """The acceptance artifact of `request` on the loaded pair, recording the models, their
+    setups and the data set (`dataset`: as the user named it); `progress(description, total)`
+    returns a callable to advance by a prompt."""
+    on_prompt_done = progress("measuring", request.prompt_count) if progress else None
+    resolved = loaded.resolved
+    run = dict(draft=resolved.draft_name, target=resolved.target_name, dataset=dataset, device=resolved.device,
+               dtype=resolved.dtype, draft_setup=resolved.setups["draft"], target_setup=resolved.setups["target"])
+    return measure_acceptance(loaded.target, loaded.draft, loaded.tokenizer, request.records, request.sampling,
+                              request.width, request.continuation_tokens, request.seed, request.chat_template,
+                              request.use_reference, on_prompt_done, run, request.shard)
 
 
 def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,

@@ -1,7 +1,7 @@
 """merge-acceptance: the shards of one measurement (measure-acceptance --shard I/N) merged from
 their counts and ranks, so that the result equals the measurement of all their prompts."""
 
-from sequoia_cli.artifacts import acceptance_from_counts
+from sequoia_cli.acceptance import acceptance_from_counts, merged_counts
 from sequoia_cli.errors import BadInput
 
 # What must agree between shards: the models and their setups, the sampling setting, the width.
@@ -31,7 +31,7 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
             raise BadInput(f"{path}: shard {shard['shard']} again (also {seen[shard['shard']]})")
         seen[shard.get("shard")] = path
     artifacts = [shard for _, shard in shards]
-    counts = [[sum(values) for values in zip(*rows)] for rows in zip(*(s["counts"] for s in artifacts))]
+    counts = merged_counts(artifacts)
     samples = sum(s["samples"] for s in artifacts)
     # Each shard's fraction times its positions is a whole count of tokens.
     outside = sum(round(s.get("outside_draft_vocab", 0.0) * s["samples"]) for s in artifacts)

@@ -6,7 +6,7 @@ import numpy as np
 from sequoia_cli.artifacts import timings, tree_artifact
 from sequoia_cli.cost import step_ms, step_ms_of
 from sequoia_cli.errors import BadInput
-from sequoia_cli.levels import plan_by_levels
+from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
 
@@ -14,17 +14,17 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
              positional: bool = False) -> dict:
     """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
     weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
-    rows by level or ranks, unless `positional`: `levels.plan_by_levels`)."""
+    rows by level or ranks, unless `positional`: `acceptance.plan_by_levels`)."""
     target_ms = timings(profile["target"])
     draft_ms = timings(profile["draft"]) if profile.get("draft") else None
     largest = max(target_ms)
     if max_size is None:
         max_size = largest
     if max_size < 1:
-        raise BadInput(f"--max-size is {max_size}: a tree has at least 1 node")
+        raise BadInput(f"max_size is {max_size}: a tree has at least 1 node", "max_size")
     if max_size > largest:
-        raise BadInput(f"--max-size {max_size} is past the largest profiled target count {largest}:"
-                       f" run profile-hw with --max-tokens {max_size}")
+        raise BadInput(f"max_size {max_size} is past the largest profiled target count {largest}:"
+                       f" run profile-hw with max_tokens {max_size}", "max_size", "max_tokens")
     max_depth = depth_bound(max_size, max_depth)
     (parents, candidates), rows = plan_by_levels(
         acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft_ms),

@@ -9,16 +9,14 @@ every item alike), and the shape is read within each round: each count's time ov
 t(1) of the same round, the draft's t(1) over the target's. Each ratio keeps its median over the
 rounds, and the target's t(1) its median, which sets the scale.
 
-The shape is read within a round because the machine's slow spells (here from tens of seconds
-to minutes) change the shape, not only the speed: timed side by side, a spell made the target's
-t(1) to t(8) 30-35% slower while its t(64) and every draft count ran 4-7% faster. Each count's
-fastest round (which profile-hw kept before) mixes the two shapes whenever a spell starts or
-ends within a round; the median of same-round ratios gives the shape of the state most rounds
-found the machine in, which two profiles taken in that state agree on (at 3 rounds of 22
-timings in one state, within 3.5% at every count, where the fastest round read 5.9% apart). A
-profile whose rounds read the target's t(1) more than STEADY apart is marked unsteady: the
-machine changed state while it ran. The spread is the interquartile range over rounds, and each
-curve is made monotone in the count where that stays within the spread.
+The shape is read within a round because a machine's slow spells change the shape, not only the
+speed: small counts and large ones, target and draft, slow down by different amounts. A count's
+fastest round would mix two shapes whenever a spell starts or ends within a round; the median of
+same-round ratios gives the shape of the state most rounds found the machine in, which two
+profiles taken in that state agree on (docs/results.md has the figures). A profile whose rounds
+read the target's t(1) more than STEADY apart is marked unsteady: the machine changed state while
+it ran. The spread is the interquartile range over rounds, and each curve is made monotone in the
+count where that stays within the spread.
 """
 
 import time
@@ -30,9 +28,10 @@ from transformers import DynamicCache
 from sequoia_cli.artifacts import profile_artifact
 from sequoia_cli.engine import causal, context_length as model_context, forward, input_device, keep, sync
 from sequoia_cli.errors import BadInput
+from sequoia_cli.loading import Loaded
 
 # Each timing is the fastest of this many forwards back to back: whatever else the machine does
-# only ever slows a forward down, and on 2 cores it does so by 20% at random moments.
+# only ever slows a forward down.
 BURST = 3
 # Rounds whose target t(1) differ by more than this caught the machine in more than one state.
 STEADY = 0.15
@@ -41,7 +40,7 @@ STEADY = 0.15
 def token_counts(max_tokens: int) -> list[int]:
     """1..8, then powers of two up to max_tokens."""
     if max_tokens < 1:
-        raise BadInput(f"--max-tokens is {max_tokens}: profile at least 1 token")
+        raise BadInput(f"max_tokens is {max_tokens}: profile at least 1 token", "max_tokens")
     counts = list(range(1, min(8, max_tokens) + 1))
     power = 16
     while power <= max_tokens:
@@ -76,21 +75,40 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
                             burst=BURST, target_t1_by_round=target_t1, steady=steady(target_t1))
 
 
+def profile(loaded: Loaded, max_tokens: int, context_length: int, repeats: int, warmup: int, seed: int = 0,
+            progress=None) -> dict:
+    """The profile artifact of the loaded models (the draft too where one is loaded), with their
+    names and setups; `progress(description, total)` returns a callable to advance by a round."""
+    resolved = loaded.resolved
+    models = {"target": (resolved.target_name, loaded.target)}
+    if loaded.draft is not None:
+        models["draft"] = (resolved.draft_name, loaded.draft)
+    check_request(models, max_tokens, context_length, repeats, warmup)
+    on_round_done = progress("timing", repeats) if progress else None
+    return profile_hw(models, resolved.dtype, max_tokens, context_length, repeats, warmup, seed, on_round_done,
+                      resolved.setups)
+
+
 def steady(target_t1_by_round: list[float]) -> bool:
     """Whether every round found the machine alike: their target t(1) within STEADY of each other."""
     return max(target_t1_by_round) <= (1.0 + STEADY) * min(target_t1_by_round)
 
 
+def check_settings(max_tokens: int, context_length: int, repeats: int, warmup: int) -> list[int]:
+    """The token counts to time; settings no model could serve are an error before any loads."""
+    if repeats < 1 or warmup < 0 or context_length < 0:
+        raise BadInput("repeats must be >= 1, warmup and context_length >= 0", "repeats", "warmup", "context_length")
+    return token_counts(max_tokens)
+
+
 def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
                   warmup: int) -> list[int]:
-    """The token counts to time; bad input is an error before any timing starts."""
-    if repeats < 1 or warmup < 0 or context_length < 0:
-        raise BadInput("--repeats must be >= 1, --warmup and --context-length >= 0")
-    counts = token_counts(max_tokens)
+    """The token counts to time, checked against the models' context before any timing starts."""
+    counts = check_settings(max_tokens, context_length, repeats, warmup)
     limit = min(model_context(model) for _, model in models.values())
     if context_length + max_tokens > limit:
-        raise BadInput(f"--context-length {context_length} + --max-tokens {max_tokens} is past the models'"
-                       f" context of {limit}")
+        raise BadInput(f"context_length {context_length} + max_tokens {max_tokens} is past the models'"
+                       f" context of {limit}", "context_length", "max_tokens")
     return counts
 
 

@@ -91,7 +91,7 @@ def test_merged_shards_equal_the_whole_measurement(sampling):
 
 
 def test_a_level_seen_a_few_times_stays_near_the_whole_vector():
-    from sequoia_cli.artifacts import acceptance_from_counts
+    from sequoia_cli.acceptance import acceptance_from_counts
 
     # Level 1: 4 positions, all accepted at rank 2; level 2: 400 positions, 90% at rank 1.
     vector = acceptance_from_counts([[0, 0, 4], [40, 360, 0]], "greedy", 0.0, 1.0, 2)

@@ -68,7 +68,7 @@ def test_kept_ids_are_the_special_tokens_and_the_lowest_ids():
     assert kept_ids(tokenizer, 5, 257) == [0, 1, 2, 3, 256]
     assert kept_ids(tokenizer, 257, 257) == list(range(257))
     for bad in (1, 258):
-        with pytest.raises(BadInput, match="--draft-vocab"):
+        with pytest.raises(BadInput, match="draft_vocab"):
             kept_ids(tokenizer, bad, 257)
 
 
@@ -150,7 +150,11 @@ def test_a_pair_config_sets_the_default_setup_and_options_override_it(tmp_path, 
     import yaml
 
     from sequoia_cli import pairs
-    from sequoia_cli.cli import model_setups
+    from sequoia_cli.loading import ModelChoice, setups_of
+
+    def model_setups(draft, target, draft_quantize, target_quantize, draft_vocab):
+        choice = ModelChoice(draft_quantize=draft_quantize, target_quantize=target_quantize, draft_vocab=draft_vocab)
+        return setups_of(choice, draft, target, None)
 
     config = yaml.safe_load((pairs.configs_dir() / "qwen2.5-coder.yaml").read_text())
     config["draft"]["setup"] = {"quantize": "int4", "vocab": 32000}

@@ -1,4 +1,10 @@
-"""Acceptance by level as decode meets it with a given tree.
+"""The statistics of acceptance: the vector and its rows by level from counts, and the rows a tree
+meets in decode.
+
+Counts are kept by level and rank (rank 0: none of the `width` children accepted): level 1 right
+after a rejection, level l after l - 1 accepted positions, the last level standing for every
+deeper one. Shards of one measurement add their counts, so a merged file is the measurement of all
+their prompts.
 
 `measure-acceptance` keeps, for every continuation position, the rank of the child the target
 accepted (0: none of the `width`). Walking a tree down those ranks, step by step, is what decode
@@ -9,19 +15,64 @@ of that tree. They differ from rows counted by run length (how many draft tokens
 in a row): a step that ends at a leaf starts the next one after an acceptance, and a narrow tree
 rejects ranks a run would count as accepted. The DP's tree changes the rows it is planned from,
 so `plan_by_levels` alternates the two until the tree stays the same; where they go round in a
-cycle instead (on MT-Bench's greedy vector, between 2 trees at size 16 and 4 at size 64), it
-keeps the tree the rows it meets rate best. `replayed` counts the tokens per step of the walk:
+cycle instead, it keeps the tree the rows it meets rate best. `replayed` counts the tokens per step of the walk:
 what greedy decode realizes on the measured continuations, beside which a prediction from the
 rows shows the model's own error, apart from any difference between prompts.
 """
 
+import math
 from typing import Callable
 
-from sequoia_cli.artifacts import planning_acceptance, shrunk_rows
+from sequoia_cli.artifacts import acceptance_artifact
 from sequoia_cli.tree import depths, ranks as child_ranks
 
 LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
-ROUNDS = 6  # planning rounds at most; on the bench's vectors optimize settled within 2-4
+ROUNDS = 6  # planning rounds at most: a plan settles in a few, or goes round in a cycle
+# Positions, spread as the whole vector, added to each level's counts: a level seen a few times
+# (on code a rejection is rare, so level 1 may have a handful of positions) stays near the whole
+# vector instead of steering the DP.
+LEVEL_PRIOR = 16
+
+
+def shrunk_rows(counts: list[list[int]], acceptance: list[float]) -> list[list[float]]:
+    """Each row of counts (by rank, rank 0: none accepted) as a vector, its counts plus
+    LEVEL_PRIOR positions distributed as `acceptance` (the whole vector)."""
+    return [[(c + LEVEL_PRIOR * a) / (sum(row) + LEVEL_PRIOR) for c, a in zip(row[1:], acceptance)] for row in counts]
+
+
+def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: float, top_p: float, width: int,
+                           **run) -> dict:
+    """The acceptance artifact of counts[level - 1][rank] (rank 0: none accepted): the vector over
+    every level, the rows by level down to the deepest measured (the last standing for every
+    deeper level, each shrunk toward the whole vector: `shrunk_rows`), each with its samples and
+    the standard errors of its raw frequencies, and the counts themselves."""
+    def vector(row: list[int]) -> tuple[list[float], list[float]]:
+        samples = sum(row)
+        acceptance = [c / samples if samples else 0.0 for c in row[1:]]
+        return acceptance, [math.sqrt(a * (1 - a) / samples) if samples else 0.0 for a in acceptance]
+
+    total = [sum(column) for column in zip(*counts)]
+    samples = sum(total)
+    acceptance, stderr = vector(total)
+    levels = [row for row in counts if sum(row)]
+    by_level = {"acceptance_by_level": shrunk_rows(levels, acceptance), "samples_by_level": [sum(r) for r in levels],
+                "stderr_by_level": [vector(row)[1] for row in levels]} if levels else {}
+    return acceptance_artifact(mode, temperature, top_p, width, acceptance,
+                               rejected_all=total[0] / samples if samples else 1.0, samples=samples, stderr=stderr,
+                               **by_level, counts=counts, **run)
+
+
+def merged_counts(shards: list[dict]) -> list[list[int]]:
+    """counts[level][rank] of several measurements together."""
+    return [[sum(values) for values in zip(*rows)] for rows in zip(*(s["counts"] for s in shards))]
+
+
+def planning_acceptance(artifact: dict, positional: bool = False):
+    """What the DP plans with: the rows by level where the artifact has them (unless
+    `positional`), else the single vector."""
+    if not positional and artifact.get("acceptance_by_level"):
+        return artifact["acceptance_by_level"]
+    return artifact["acceptance"]
 
 
 def walk(parents: list[int], ranks: list[int]) -> list[tuple[list[int], int]]:

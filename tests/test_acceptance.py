@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from sequoia_cli.artifacts import acceptance_from_counts
+from sequoia_cli.acceptance import acceptance_from_counts, level_counts, plan_by_levels, replayed, rows_met, walk
 from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
-from sequoia_cli.levels import level_counts, plan_by_levels, replayed, rows_met, walk
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.tree import best_tree, expected_tokens, tree_table
 from stages.build_tree import build_tree
