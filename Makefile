@@ -29,7 +29,7 @@ endif
 RUN := runs/$(PAIR)/$(DEVICE)-$(DTYPE)/$(SETTING)
 MODELS := --pair $(PAIR) --device $(DEVICE) --dtype $(DTYPE)
 
-.PHONY: setup test demo fetch bench bench-quick clean
+.PHONY: setup lint test demo fetch bench bench-quick clean
 
 setup: $(VENV)/.installed
 
@@ -37,8 +37,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[test,bench]"
+	$(BIN)/pip install -q -e ".[test,lint,bench]"
 	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
@@ -65,14 +68,14 @@ $(RUN)/autoregressive.json: | fetch
 demo: $(RUN)/sequoia.json $(RUN)/autoregressive.json
 	$(SEQUOIA) compare $(RUN)/sequoia.json $(RUN)/autoregressive.json
 
-# The benchmark (README's Results): `make bench` (full run, about 3 hours on a 2-core CPU),
-# `make bench-quick` (about 9 minutes). RESUME=--resume picks an interrupted run up where it stopped.
+# The benchmark (docs/results.md): `make bench` (the full run, hours on a small CPU) and
+# `make bench-quick`, under runs/. RESUME=--resume picks an interrupted run up where it stopped.
 RESUME ?=
 bench: fetch
-	$(SEQUOIA) bench $(MODELS) --out-dir bench-report $(RESUME)
+	$(SEQUOIA) bench $(MODELS) --out-dir runs/bench $(RESUME)
 
 bench-quick: fetch
-	$(SEQUOIA) bench --quick $(MODELS) --out-dir bench-report-quick $(RESUME)
+	$(SEQUOIA) bench --quick $(MODELS) --out-dir runs/bench-quick $(RESUME)
 
 clean:
 	rm -rf runs

@@ -21,10 +21,11 @@ rows shows the model's own error, apart from any difference between prompts.
 """
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from sequoia_cli.artifacts import acceptance_artifact
-from sequoia_cli.tree import depths, ranks as child_ranks
+from sequoia_cli.tree import depths
+from sequoia_cli.tree import ranks as child_ranks
 
 LEVELS = 4  # levels 1, 2, 3 and 4 or deeper: deeper rows would rest on few positions
 ROUNDS = 6  # planning rounds at most: a plan settles in a few, or goes round in a cycle

@@ -9,7 +9,7 @@ import functools
 import inspect
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,10 +39,10 @@ def option(help: str, *names: str) -> typer.Option:
 Out = Annotated[str, option("Where to write the artifact ('-' for standard output).")]
 NoChatTemplate = Annotated[bool, option("Feed prompts as raw text, not as a user turn of the model's chat"
                                         " template.", "--no-chat-template")]
-PromptField = Annotated[Optional[str], option("The prompt set's text field (default: prompt).")]
-MaxPrompts = Annotated[Optional[int], option("Use only the first N prompts.")]
-Temperature = Annotated[Optional[float], option("Sampling temperature (> 0).")]
-TopP = Annotated[Optional[float], option("Nucleus sampling mass in (0, 1].")]
+PromptField = Annotated[str | None, option("The prompt set's text field (default: prompt).")]
+MaxPrompts = Annotated[int | None, option("Use only the first N prompts.")]
+Temperature = Annotated[float | None, option("Sampling temperature (> 0).")]
+TopP = Annotated[float | None, option("Nucleus sampling mass in (0, 1].")]
 AcceptanceFile = Annotated[str, option("A sequoia-acceptance/1 file ('-' for standard input).", "--acceptance")]
 Positional = Annotated[bool, option(
     "Plan with the single acceptance vector at every level (the paper's DP), not with rows by level (those the"
@@ -50,28 +50,28 @@ Positional = Annotated[bool, option(
 
 # The options of every command that loads models, in the order --help lists them.
 MODEL_OPTIONS = {
-    "pair": (Optional[str], None, "A pair name from configs/: sets both --draft and --target."),
-    "draft": (Optional[str], None, "Draft model. " + MODEL_HELP),
-    "target": (Optional[str], None, "Target model. " + MODEL_HELP),
+    "pair": (str | None, None, "A pair name from configs/: sets both --draft and --target."),
+    "draft": (str | None, None, "Draft model. " + MODEL_HELP),
+    "target": (str | None, None, "Target model. " + MODEL_HELP),
     "device": (str, "cpu", "cpu, cuda or cuda:N."),
-    "dtype": (str, "bfloat16", "bfloat16, float16 or float32 (on a CPU, bfloat16 runs the packed oneDNN kernels;"
-                               " docs/results.md has the figures)."),
-    "draft_quantize": (Optional[str], None, "none, int8 or int4: weight-only quantization of the draft's linear"
+    "dtype": (str, "bfloat16", "bfloat16, float16 or float32 (bfloat16 runs oneDNN's packed kernels on a CPU;"
+                               " float32 makes greedy decoding token for token the target's own)."),
+    "draft_quantize": (str | None, None, "none, int8 or int4: weight-only quantization of the draft's linear"
                        " layers, its output layer included (the output never changes). Default: the pair's"
                        " setting, else none."),
-    "target_quantize": (Optional[str], None, "none, int8 or int4: weight-only quantization of the target's linear"
+    "target_quantize": (str | None, None, "none, int8 or int4: weight-only quantization of the target's linear"
                         " layers; the target then is that quantized model. Default: the pair's setting, else none."),
-    "draft_vocab": (Optional[int], None, "The draft proposes only from N token ids: every special token and the"
+    "draft_vocab": (int | None, None, "The draft proposes only from N token ids: every special token and the"
                     " lowest ids (a BPE vocabulary's most frequent tokens). Default: the pair's setting, else the"
                     " whole vocabulary."),
-    "device_map": (Optional[str], None, "Place the target with accelerate: auto, balanced, sequential, or a JSON"
+    "device_map": (str | None, None, "Place the target with accelerate: auto, balanced, sequential, or a JSON"
                    " file mapping module names to devices (cpu, cuda:N, disk). The draft stays whole on --device."
                    " Default: auto when --max-memory or --offload-folder is given, else the whole target on"
                    " --device."),
-    "max_memory": (Optional[str], None, "DEVICE=SIZE[,DEVICE=SIZE...], e.g. cpu=1GiB,cuda:0=20GiB: the most of the"
+    "max_memory": (str | None, None, "DEVICE=SIZE[,DEVICE=SIZE...], e.g. cpu=1GiB,cuda:0=20GiB: the most of the"
                    " target's weights each device may hold; the rest goes to --offload-folder and is streamed in at"
                    " every forward."),
-    "offload_folder": (Optional[str], None, "Folder for the target's weights that fit on no device (read from disk"
+    "offload_folder": (str | None, None, "Folder for the target's weights that fit on no device (read from disk"
                        " at every forward)."),
 }
 
@@ -102,13 +102,13 @@ def load(resolved):
     return load(resolved, console.status)
 
 
-def prompt_records(data: str, prompt_field: Optional[str], max_prompts: Optional[int]) -> list[dict]:
+def prompt_records(data: str, prompt_field: str | None, max_prompts: int | None) -> list[dict]:
     from sequoia_cli.prompts import load_prompt_records  # datasets is slow to import: only when asked
 
     return load_prompt_records(data, prompt_field, max_prompts)
 
 
-def writable(*paths: Optional[str]) -> None:
+def writable(*paths: str | None) -> None:
     """Check every output path before any long work."""
     for path in paths:
         artifacts.check_writable(path)
@@ -156,7 +156,7 @@ def measure_acceptance_command(
                                           "--use-reference")] = False,
     seed: Annotated[int, option("Seed of the draws.")] = 0,
     no_chat_template: NoChatTemplate = False,
-    shard: Annotated[Optional[str], option("I/N: measure prompts I, I+N, I+2N, ... only (0-based), e.g. on N"
+    shard: Annotated[str | None, option("I/N: measure prompts I, I+N, I+2N, ... only (0-based), e.g. on N"
                                            " machines; merge the shards with merge-acceptance.")] = None,
 ):
     """Measure the acceptance vector: how often the target accepts the draft's k-th child, overall
@@ -196,9 +196,9 @@ def merge_acceptance_command(
 def build_tree_command(
     acceptance: AcceptanceFile, out: Out,
     size: Annotated[int, option("Number of nodes, root included (= tokens the target verifies per step).")],
-    max_depth: Annotated[Optional[int], option("Longest root-to-leaf path in edges (= draft forwards per step)."
+    max_depth: Annotated[int | None, option("Longest root-to-leaf path in edges (= draft forwards per step)."
                                                " Default: no bound.")] = None,
-    table: Annotated[Optional[str], option("Also write the whole E(n, d) table here (JSON).")] = None,
+    table: Annotated[str | None, option("Also write the whole E(n, d) table here (JSON).")] = None,
     positional: Positional = False,
 ):
     """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program;
@@ -250,9 +250,9 @@ def profile_hw_command(
 def optimize_command(
     acceptance: AcceptanceFile, out: Out,
     profile: Annotated[str, option("A sequoia-profile/1 file from profile-hw.")],
-    max_size: Annotated[Optional[int], option("Largest tree to weigh. Default: the largest profiled target"
+    max_size: Annotated[int | None, option("Largest tree to weigh. Default: the largest profiled target"
                                               " count.")] = None,
-    max_depth: Annotated[Optional[int], option("Deepest tree to weigh. Default: no bound.")] = None,
+    max_depth: Annotated[int | None, option("Deepest tree to weigh. Default: no bound.")] = None,
     show: Annotated[int, option("How many of the best candidates to print.")] = 10,
     positional: Positional = False,
 ):
@@ -288,25 +288,25 @@ def show_command(tree: str = typer.Argument(..., help="A sequoia-tree/1 file ('-
 @model_options
 def decode_command(
     models: ModelChoice,
-    tree: Annotated[Optional[str], option("A sequoia-tree/1 file ('-' for standard input); methods sequoia,"
+    tree: Annotated[str | None, option("A sequoia-tree/1 file ('-' for standard input); methods sequoia,"
                                           " specinfer, topk.")] = None,
-    prompt: Annotated[Optional[str], option("One prompt; the text streams to standard output.")] = None,
-    data: Annotated[Optional[str], option(DATA_HELP)] = None,
+    prompt: Annotated[str | None, option("One prompt; the text streams to standard output.")] = None,
+    data: Annotated[str | None, option(DATA_HELP)] = None,
     prompt_field: PromptField = None, max_prompts: MaxPrompts = None,
     greedy: Annotated[bool, option("Temperature 0: the target's greedy output (token for token in float32;"
                                    " bfloat16 rounds trees differently).", "--greedy")] = False,
-    temperature: Annotated[Optional[float], option("Sampling temperature (> 0). Default: the tree's, else"
+    temperature: Annotated[float | None, option("Sampling temperature (> 0). Default: the tree's, else"
                                                    " greedy.")] = None,
-    top_p: Annotated[Optional[float], option("Nucleus sampling mass in (0, 1]. Default: the tree's, else 1.")] = None,
+    top_p: Annotated[float | None, option("Nucleus sampling mass in (0, 1]. Default: the tree's, else 1.")] = None,
     method: Annotated[str, option("sequoia | specinfer | topk | chain | autoregressive.")] = "sequoia",
-    chain_length: Annotated[Optional[int], option("Tokens the draft speculates per step, for --method"
+    chain_length: Annotated[int | None, option("Tokens the draft speculates per step, for --method"
                                                   " chain.")] = None,
     max_new_tokens: Annotated[int, option("Stop after this many new tokens (EOS and the context stop"
                                           " earlier).")] = 128,
-    seed: Annotated[Optional[int], option("Makes a run repeatable; each prompt gets its own stream.")] = None,
-    out: Annotated[Optional[str], option("Write one JSON line per prompt here ('-': standard output; default for"
+    seed: Annotated[int | None, option("Makes a run repeatable; each prompt gets its own stream.")] = None,
+    out: Annotated[str | None, option("Write one JSON line per prompt here ('-': standard output; default for"
                                          " --data).")] = None,
-    stats: Annotated[Optional[str], option("Write the run's figures here (JSON).")] = None,
+    stats: Annotated[str | None, option("Write the run's figures here (JSON).")] = None,
     no_chat_template: NoChatTemplate = False,
 ):
     """Generate text with the target, sped up by the draft and a token tree; the output follows the
@@ -326,7 +326,8 @@ def decode_command(
         console.print(f"warning: {warning}", soft_wrap=True)
     loaded = load(resolved)
     with Bars() as bars:
-        shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if prompt is not None else dict(progress=bars.task)
+        streaming = prompt is not None
+        shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
         records, figures = stage.decode(request, loaded, prompts, console.print, **shown)
     if prompt is not None:
         sys.stdout.write("\n")
@@ -352,12 +353,12 @@ def bench_command(
     quick: Annotated[bool, option("3 prompts of 48 tokens per workload, fewer sizes and temperatures; the full run"
                                   " decodes 8 prompts of 128 tokens, 24 of 96 in the hardware experiment.",
                                   "--quick")] = False,
-    out_dir: Annotated[Optional[str], option("Folder for report.md, the plots, bench.json (every row) and"
+    out_dir: Annotated[str | None, option("Folder for report.md, the plots, bench.json (every row) and"
                                              " cells.jsonl (every finished cell). Default: runs/bench.")] = None,
     resume: Annotated[bool, option("Reuse the finished cells of an interrupted run in --out-dir's cells.jsonl"
                                    " (same mode, seed and models).", "--resume")] = False,
     seed: Annotated[int, option("Seed of every draw (each prompt gets its own stream).")] = 0,
-    experiments: Annotated[Optional[str], option("Which experiments to run, by name or number, e.g."
+    experiments: Annotated[str | None, option("Which experiments to run, by name or number, e.g."
                                                  " wall-clock,hardware or 3,4 (hardware and overhead use wall-clock's"
                                                  " profile, trees and runs, so they need it). Default: all, without"
                                                  " offload with --quick. A run of some resumes into a run of all"
@@ -373,7 +374,8 @@ def bench_command(
     from stages import bench as stage
 
     resolved = resolve(models, need_draft=True, default_pair=DEFAULT_PAIR)
-    plan = stage.prepare(out_dir or stage.DEFAULT_OUT_DIR, quick, experiments, seed, labels(resolved), resume)
+    plan = stage.prepare(out_dir or stage.DEFAULT_OUT_DIR, stage.mode(quick, experiments), seed, labels(resolved),
+                         resolved.dtype, resume)
     loaded = load(resolved)
     with Bars() as bars:
         report = stage.bench(plan, loaded, bars.task)

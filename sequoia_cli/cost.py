@@ -36,7 +36,8 @@ def step_ms(parents: list[int], target_ms: dict[int, float], draft_ms: dict[int,
     return step_ms_of(level_widths(parents), bottom, target_ms, draft_ms)
 
 
-def step_ms_of(widths: list[int], bottom: float, target_ms: dict[int, float], draft_ms: dict[int, float] | None) -> float:
+def step_ms_of(widths: list[int], bottom: float, target_ms: dict[int, float],
+               draft_ms: dict[int, float] | None) -> float:
     """`step_ms` of a tree given by its level widths and the probability `bottom` that a step
     reaches its deepest level."""
     draft_cost = 0.0

@@ -12,8 +12,8 @@ reads the whole tree in one forward.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import transformers
@@ -54,7 +54,7 @@ def tree_layout(parents: list[int], device: torch.device | str = "cpu") -> Layou
         children[parents[i]].append(i)
         ancestors[i] |= ancestors[parents[i]]
     widths = level_widths(parents)
-    level_starts = [sum(widths[:l]) for l in range(len(widths) + 1)]
+    level_starts = [sum(widths[:level]) for level in range(len(widths) + 1)]
     return Layout(parents, len(widths) - 1, node_depths, torch.tensor(node_depths, device=device), children,
                   level_starts, ancestors.to(device))
 
@@ -251,7 +251,8 @@ def check_tree_attention(model, name: str) -> None:
     tokens = torch.tensor([1, 2, 3], device=device)
     siblings = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
     with torch.inference_mode():
-        tree = forward(model, DynamicCache(config=model.config), tokens, torch.tensor([0, 1, 1], device=device), siblings)
+        positions = torch.tensor([0, 1, 1], device=device)
+        tree = forward(model, DynamicCache(config=model.config), tokens, positions, siblings)
         path = model(input_ids=tokens[[0, 2]][None]).logits[0, -1]
     if (tree[2] - path).abs().max() > 0.02 * path.abs().max() + 1e-3:
         raise BadInput(f"model '{name}' does not honour a 4D attention mask (try another attention implementation"
@@ -327,7 +328,8 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             attend[:n_chunk, :n_chunk] = causal(n_chunk, device)
             attend[n_chunk:, :n_chunk] = True
             attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
-            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend, last=step_layout.size)
+            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend,
+                             last=step_layout.size)
             if expected:
                 result.expected.append(expected_tokens(logits, tree, proposals, alive, step_layout, sampling))
             path, bonus = _verify(logits, tree, proposals, alive, step_layout, sampling, generator)

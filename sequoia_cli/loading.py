@@ -6,9 +6,9 @@ models with the tokenizers checked to agree.
 """
 
 import json
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from sequoia_cli.errors import BadInput
 from sequoia_cli.pairs import pair_config, pair_names
@@ -21,17 +21,17 @@ class ModelChoice:
     """The models and their setup as asked for: a pair name, or a draft and a target, each a
     Hugging Face id or a local folder; None leaves a setup to the pair's default."""
 
-    draft: Optional[str] = None
-    target: Optional[str] = None
-    pair: Optional[str] = None
+    draft: str | None = None
+    target: str | None = None
+    pair: str | None = None
     device: str = "cpu"
     dtype: str = "bfloat16"
-    draft_quantize: Optional[str] = None
-    target_quantize: Optional[str] = None
-    draft_vocab: Optional[int] = None
-    device_map: Optional[str] = None
-    max_memory: Optional[str] = None
-    offload_folder: Optional[str] = None
+    draft_quantize: str | None = None
+    target_quantize: str | None = None
+    draft_vocab: int | None = None
+    device_map: str | None = None
+    max_memory: str | None = None
+    offload_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class Resolved:
     """The checked choice: the models' names (no draft: None) and setups, the device and dtype.
     `setups` is {"draft": {"quantize", "vocab"}, "target": {"quantize", "vocab", "placement"}}."""
 
-    draft_name: Optional[str]
+    draft_name: str | None
     target_name: str
     setups: dict
     device: str
     dtype: str
-    pair: Optional[str] = None
+    pair: str | None = None
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Loaded:
     tokenizer: object
 
 
-def resolve(choice: ModelChoice, need_draft: bool, default_pair: Optional[str] = None) -> Resolved:
+def resolve(choice: ModelChoice, need_draft: bool, default_pair: str | None = None) -> Resolved:
     """The names and setups of `choice`; `default_pair` stands in where no model is named. A
     command that needs no draft drops it."""
     from sequoia_cli.models import device_of, dtype_of, placement_of
@@ -80,7 +80,7 @@ def resolve(choice: ModelChoice, need_draft: bool, default_pair: Optional[str] =
     return Resolved(draft, target, setups_of(choice, draft, target, placement), choice.device, choice.dtype, pair)
 
 
-def setups_of(choice: ModelChoice, draft: Optional[str], target: str, placement: Optional[dict]) -> dict:
+def setups_of(choice: ModelChoice, draft: str | None, target: str, placement: dict | None) -> dict:
     """Each model's setup: the options given, else the defaults of the pair a model comes from
     (its `setup:` in configs/), else no quantization and the whole vocabulary; the target's
     placement (models.placement_of), None for whole on the device."""

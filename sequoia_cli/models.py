@@ -106,7 +106,8 @@ def placement_kwargs(placement: dict) -> dict:
     """`from_pretrained` arguments of a placement: GPUs by index, as accelerate wants them."""
     device_map = placement["device_map"]
     if isinstance(device_map, dict):
-        device_map = {module: _placement_device(device, "device_map", disk=True) for module, device in device_map.items()}
+        device_map = {module: _placement_device(device, "device_map", disk=True)
+                      for module, device in device_map.items()}
     kwargs = {"device_map": device_map}
     if "max_memory" in placement:
         kwargs["max_memory"] = {_placement_device(device, "max_memory"): size
@@ -154,7 +155,8 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
 
     path = resolve(name, role)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **(placement_kwargs(placement) if placement else {}))
+        placed = placement_kwargs(placement) if placement else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placed)
     except (OSError, ValueError) as err:
         raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
     model = (model if placement else model.to(device)).eval()

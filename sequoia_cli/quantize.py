@@ -61,7 +61,8 @@ class Int4Linear(nn.Module):
         # Scale and zero as the kernel reads them (bf16); the codes are computed from those.
         scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
         zero = (low + 8.0 * scale).to(torch.bfloat16).float()
-        q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15).to(torch.int32).reshape(rows, cols)
+        q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15)
+        q = q.to(torch.int32).reshape(rows, cols)
         # The CPU kernel's packing, else the plain codes to dequantize in the forward.
         on_cpu = weight.is_cpu
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INT4_TILES)

@@ -76,7 +76,8 @@ def profile_summary(profile: dict, out: str) -> None:
 def plan_table(tree: dict, out: str, show: int) -> None:
     plan = tree["plan"]
     grid = Table(title=f"best of {len(plan['candidates'])} candidates "
-                       f"({plan['device']}, {plan['dtype']}; autoregressive {plan['autoregressive_ms_per_token']:.1f} ms/token)")
+                       f"({plan['device']}, {plan['dtype']};"
+                       f" autoregressive {plan['autoregressive_ms_per_token']:.1f} ms/token)")
     for column in ("size", "depth", "expected tokens", "step ms", "ms/token", "speedup"):
         grid.add_column(column, justify="right")
     for c in plan["candidates"][:show]:

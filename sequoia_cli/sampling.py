@@ -60,7 +60,8 @@ def distribution(logits: torch.Tensor, temperature: float, top_p: float) -> torc
     return probs / probs.sum(dim=-1, keepdim=True)
 
 
-def draw_children(q: torch.Tensor, count: int, method: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_children(q: torch.Tensor, count: int, method: str,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` children for each row of q (rows, vocab): token ids (rows, count) and which of
     them are real draws (rows, count). Without replacement a row can offer no more tokens than
     q has in its support; the rest are padding that verification skips."""
@@ -113,10 +114,7 @@ def verify_node(p: torch.Tensor, q: torch.Tensor, children: list[int], method: s
         tried.append(accept)
         if uniforms[j] < accept:
             return j, target, tried
-        if method == "topk":
-            target = without(target, token)
-        else:
-            target = residual(target, proposal)
+        target = without(target, token) if method == "topk" else residual(target, proposal)
         if method == "sequoia":
             proposal = without(proposal, token)
     return None, target, tried

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from sequoia_cli.artifacts import table_artifact, tree_artifact
 from sequoia_cli.acceptance import plan_by_levels
+from sequoia_cli.artifacts import table_artifact, tree_artifact
 from sequoia_cli.tree import best_tree, depth_bound, expected_tokens, tree_table
 
 

@@ -1,16 +1,25 @@
 """decode: generate with a draft/target pair and a token tree, exactly as the target alone would."""
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sequoia_cli.artifacts import stats_artifact
-from sequoia_cli.engine import Layout, Sampling, chain_parents, context_length, generate, input_device
-from sequoia_cli.engine import prompt_generator, tree_layout
+from sequoia_cli.engine import (
+    Layout,
+    Sampling,
+    chain_parents,
+    context_length,
+    generate,
+    input_device,
+    prompt_generator,
+    tree_layout,
+)
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded, Resolved, describe
 from sequoia_cli.models import encode_prompts, eos_ids
-from sequoia_cli.sampling import METHODS as TREE_METHODS, sampling_setting
+from sequoia_cli.sampling import METHODS as TREE_METHODS
+from sequoia_cli.sampling import sampling_setting
 from sequoia_cli.tree import expected_tokens
 
 # Every method runs through the same loop: the tree methods on the tree file's shape (they differ

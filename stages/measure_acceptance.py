@@ -83,9 +83,7 @@ def measure(request: Request, loaded: Loaded, dataset: str, progress=None) -> di
     resolved = loaded.resolved
     run = dict(draft=resolved.draft_name, target=resolved.target_name, dataset=dataset, device=resolved.device,
                dtype=resolved.dtype, draft_setup=resolved.setups["draft"], target_setup=resolved.setups["target"])
-    return measure_acceptance(loaded.target, loaded.draft, loaded.tokenizer, request.records, request.sampling,
-                              request.width, request.continuation_tokens, request.seed, request.chat_template,
-                              request.use_reference, on_prompt_done, run, request.shard)
+    return measure_acceptance(loaded.target, loaded.draft, loaded.tokenizer, request, on_prompt_done, run)
 
 
 def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
@@ -124,25 +122,24 @@ def _logits(model, ids: list[int], start: int, vocab: int) -> torch.Tensor:
     return fit_vocab(out[start - 1:len(ids) - 1].float(), vocab)  # row j predicts ids[start + j]
 
 
-def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: Sampling, width: int,
-                       continuation_tokens: int, seed: int, chat_template: bool = True,
-                       use_reference: bool = False, on_prompt_done=None, run: dict | None = None,
-                       shard: tuple[int, int] = (0, 1)) -> dict:
+def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_done=None,
+                       run: dict | None = None) -> dict:
     """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts and the ranks, plus the
-    `run` fields given (models, data set, device, ...). `shard` (I, N) measures the prompts
-    I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
+    `run` fields given (models, data set, device, ...). The request's shard (I, N) measures the
+    prompts I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
+    records, sampling, width, seed = request.records, request.sampling, request.width, request.seed
+    continuation_tokens, part, parts = request.continuation_tokens, *request.shard
     vocab = target.get_output_embeddings().out_features
     counts = torch.zeros(LEVELS, width + 1, dtype=torch.long)  # [level - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
     ranks_by_prompt = {}
-    part, parts = shard
     for index, record in enumerate(records):
         if index % parts != part:
             continue
         generator = prompt_generator(seed, index, input_device(target))
-        prompt_ids = encode_prompt(tokenizer, record["prompt"], chat_template)
-        if use_reference and record.get("reference"):
+        prompt_ids = encode_prompt(tokenizer, record["prompt"], request.chat_template)
+        if request.use_reference and record.get("reference"):
             continuation = tokenizer(record["reference"], add_special_tokens=False)["input_ids"][:continuation_tokens]
         else:
             continuation = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
@@ -161,7 +158,8 @@ def measure_acceptance(target, draft, tokenizer, records: list[dict], sampling: 
             on_prompt_done()
     mode = "greedy" if sampling.greedy else "stochastic"
     return acceptance_from_counts(counts.tolist(), mode, sampling.temperature, sampling.top_p, width,
-                                  prompts=len(range(part, len(records), parts)), continuation_tokens=continuation_tokens,
+                                  prompts=len(range(part, len(records), parts)),
+                                  continuation_tokens=continuation_tokens,
                                   seed=seed, outside_draft_vocab=outside / positions if positions else 0.0,
                                   ranks=ranks_by_prompt,
                                   **({"shard": f"{part}/{parts}"} if parts > 1 else {}), **(run or {}))

@@ -17,7 +17,8 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
     (first_path, first), *others = shards
     for path, shard in shards:
         if "counts" not in shard:
-            raise BadInput(f"{path}: no 'counts' (measured by an older sequoia or written by hand): cannot merge exactly")
+            raise BadInput(f"{path}: no 'counts' (measured by an older sequoia or written by hand):"
+                           " cannot merge exactly")
     for path, shard in others:
         for key in SAME:
             if shard.get(key) != first.get(key):

@@ -3,10 +3,10 @@ the cost model of `sequoia_cli.cost`."""
 
 import numpy as np
 
+from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.artifacts import timings, tree_artifact
 from sequoia_cli.cost import step_ms, step_ms_of
 from sequoia_cli.errors import BadInput
-from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
 

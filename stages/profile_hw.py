@@ -26,7 +26,8 @@ import torch
 from transformers import DynamicCache
 
 from sequoia_cli.artifacts import profile_artifact
-from sequoia_cli.engine import causal, context_length as model_context, forward, input_device, keep, sync
+from sequoia_cli.engine import causal, forward, input_device, keep, sync
+from sequoia_cli.engine import context_length as model_context
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded
 
@@ -59,7 +60,7 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
     beside each model's times."""
     counts = check_request(models, max_tokens, context_length, repeats, warmup)
     timers = {role: forward_timer(model, context_length, counts, seed) for role, (_, model) in models.items()}
-    for role, timer in timers.items():
+    for timer in timers.values():
         for count in counts:
             for _ in range(warmup):
                 timer(count)

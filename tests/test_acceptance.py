@@ -10,7 +10,7 @@ from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generat
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.tree import best_tree, expected_tokens, tree_table
 from stages.build_tree import build_tree
-from stages.measure_acceptance import measure_acceptance
+from stages.measure_acceptance import Request, measure_acceptance
 from stages.optimize import optimize
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
@@ -38,8 +38,9 @@ def test_the_walk_takes_the_steps_greedy_decode_takes(parents):
     target = tiny_model("qwen2", vocab=len(tokenizer), seed=5)
     draft = noisy_copy(target, 0.3, seed=6)
     tokens = 40
-    measured = measure_acceptance(target, draft, tokenizer, [{"prompt": "abc"}, {"prompt": "hello"}], Sampling(),
-                                  width=4, continuation_tokens=tokens, seed=0, chat_template=False)
+    request = Request([{"prompt": "abc"}, {"prompt": "hello"}], Sampling(), width=4, continuation_tokens=tokens,
+                      seed=0, chat_template=False)
+    measured = measure_acceptance(target, draft, tokenizer, request)
     checked = 0
     for index, text in enumerate(["abc", "hello"]):
         ids = encode_prompt(tokenizer, text, False)

@@ -11,16 +11,32 @@ import pytest
 import torch
 
 from sequoia_cli.errors import BadInput
+from sequoia_cli.loading import Loaded, Resolved
 from sequoia_cli.prompts import DATA_DIR
 from sequoia_cli.tree import check_parents, depths, level_widths
 from stages import bench
-from stages.bench import experiments, harness
+from stages.bench import hardware, harness, offload, shared, stats, step_counts, timing
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
 TINY = dataclasses.replace(bench.QUICK, name="tiny", prompts=3, new_tokens=8, scale_prompts=2, scale_tokens=(8, 8),
-                           robust_tokens=8, acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8), robust_temperatures=(0.6,),
-                           sweep=((4, 1), (4, 3)), sweep_prompts=4, sweep_tokens=8, profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
+                           robust_tokens=8, acceptance_prompts=1, continuation=8, width=4, sizes=(2, 8),
+                           robust_temperatures=(0.6,), sweep=((4, 1), (4, 3)), sweep_prompts=4, sweep_tokens=8,
+                           profile_max=8, profile_repeats=1, dp_sizes=(16,), resamples=200)
+NAMES = {"target": "tiny-t", "draft": "tiny-d"}
+
+
+def run_tiny(pair, out, config, seed=3, names=NAMES, resume=False, tick=None, target_name="tiny-t"):
+    """The whole stage on the tiny pair, as the command runs it: prepare, then bench; `tick(label,
+    weight)` sees each advance of its progress bar, whose total must be the plan's work."""
+    target, draft, tokenizer = pair
+    plan = bench.prepare(str(out), config, seed, names, "float32", resume)
+    loaded = Loaded(Resolved("tiny-d", target_name, {}, "cpu", "float32"), target, draft, tokenizer)
+
+    def progress(description, total):
+        assert total == plan.work == bench.total_work(config)
+        return lambda weight=1, label=None: tick(label, weight)
+    return bench.bench(plan, loaded, progress if tick else None)
 
 
 def children(parents):
@@ -103,21 +119,21 @@ def test_the_store_resumes_finished_cells_and_retries_failed_ones(tmp_path):
 # ---- the bootstrap interval ------------------------------------------------------------------
 
 def test_interval_of_a_constant_sample_is_the_value():
-    figure = harness.geometric_interval([1.5] * 6, 500, seed=0)
+    figure = stats.geometric_interval([1.5] * 6, 500, seed=0)
     assert figure["value"] == pytest.approx(1.5) and figure["low"] == pytest.approx(1.5)
     assert figure["high"] == pytest.approx(1.5) and figure["n"] == 6 and not figure["wide"]
 
 
 def test_interval_of_two_values_spans_both():
     # Resamples of [1, 4] have geometric means 1, 2 or 4 with chances 1/4, 1/2, 1/4.
-    figure = harness.geometric_interval([1.0, 4.0], 4000, seed=0)
+    figure = stats.geometric_interval([1.0, 4.0], 4000, seed=0)
     assert figure["value"] == pytest.approx(2.0)
     assert (figure["low"], figure["high"]) == pytest.approx((1.0, 4.0)) and figure["wide"]
 
 
 def test_interval_of_a_lognormal_sample_matches_the_normal_theory():
     logs = np.random.default_rng(7).normal(0.3, 0.2, size=400)
-    figure = harness.geometric_interval(np.exp(logs).tolist(), 4000, seed=1)
+    figure = stats.geometric_interval(np.exp(logs).tolist(), 4000, seed=1)
     half = 1.96 * logs.std() / math.sqrt(len(logs))
     assert figure["value"] == pytest.approx(math.exp(logs.mean()))
     assert math.log(figure["high"] / figure["low"]) / 2 == pytest.approx(half, rel=0.1)
@@ -129,33 +145,33 @@ def test_interval_covers_the_true_geometric_mean_about_95_percent_of_the_time():
     covered = 0
     for trial in range(300):
         sample = np.exp(generator.normal(0.3, 0.2, size=30)).tolist()
-        figure = harness.geometric_interval(sample, 1000, seed=trial)
+        figure = stats.geometric_interval(sample, 1000, seed=trial)
         covered += figure["low"] < math.exp(0.3) < figure["high"]
     assert 0.88 <= covered / 300 <= 0.99
 
 
 def test_pooled_interval_of_two_prompts_spans_both():
     # Resamples of prompts (2 tokens in 1 step, 8 in 2) pool to 2, 10/3 or 4 tokens per step.
-    figure = harness.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0)
+    figure = stats.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0)
     assert figure["value"] == pytest.approx(10 / 3)
     assert (figure["low"], figure["high"]) == pytest.approx((2.0, 4.0)) and figure["wide"]
-    same = harness.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0, base=([2.0, 8.0], [1, 2]))
+    same = stats.pooled_interval([2.0, 8.0], [1, 2], 4000, seed=0, base=([2.0, 8.0], [1, 2]))
     assert (same["value"], same["low"], same["high"]) == pytest.approx((1.0, 1.0, 1.0)) and not same["wide"]
 
 
 def test_pooled_interval_matches_the_normal_theory():
     sums = np.random.default_rng(5).normal(20.0, 4.0, size=400)
-    figure = harness.pooled_interval(sums.tolist(), [5] * 400, 4000, seed=2)
+    figure = stats.pooled_interval(sums.tolist(), [5] * 400, 4000, seed=2)
     half = 1.96 * sums.std() / math.sqrt(400) / 5
     assert figure["value"] == pytest.approx(sums.mean() / 5)
     assert (figure["high"] - figure["low"]) / 2 == pytest.approx(half, rel=0.1)
     # Over a base that is the same sample doubled, prompt for prompt: exactly one half.
-    halved = harness.pooled_interval(sums.tolist(), [5] * 400, 500, seed=2, base=((2 * sums).tolist(), [5] * 400))
+    halved = stats.pooled_interval(sums.tolist(), [5] * 400, 500, seed=2, base=((2 * sums).tolist(), [5] * 400))
     assert (halved["value"], halved["low"], halved["high"]) == pytest.approx((0.5, 0.5, 0.5))
 
 
 def test_one_value_has_no_interval_and_says_so():
-    figure = harness.geometric_interval([2.0], 100, seed=0)
+    figure = stats.geometric_interval([2.0], 100, seed=0)
     assert figure["value"] == 2.0 and figure["low"] is None and figure["wide"]
 
 
@@ -198,10 +214,7 @@ def tiny_pair():
 def whole_run(tiny_pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     ticks = []
-    target, draft, tokenizer = tiny_pair
-    report = bench.run_bench(target, draft, tokenizer, str(out), TINY, seed=3,
-                             names={"target": "tiny-t", "draft": "tiny-d"},
-                             tick=lambda label, weight: ticks.append(weight))
+    report = run_tiny(tiny_pair, out, TINY, tick=lambda label, weight: ticks.append(weight))
     return out, report, ticks
 
 
@@ -224,8 +237,9 @@ def test_whole_bench_on_a_tiny_pair(whole_run):
     for workload in ("humaneval", "mt-bench"):
         for setting, title in (("greedy", "greedy"), ("sampled", "t=0.6 p=0.9")):
             table = text.split(f"### {workload}, {title}\n", 1)[1].split("\n#", 1)[0]
-            assert [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:] == [
-                f"| {method}" for method in experiments.wall_methods(setting, TINY)]
+            lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+            expected = [f"| {method}" for method in timing.wall_methods(setting, TINY)]
+            assert [line.split(" | ")[0] for line in lines][1:] == expected
     assert "tiny-t" in text and "seed 3" in text and "load average" in text
 
     results = json.loads((out / "bench.json").read_text())
@@ -233,7 +247,7 @@ def test_whole_bench_on_a_tiny_pair(whole_run):
                 if "error" in r]
     # Greedy: every method, ours and HF's, gives HF generate's tokens.
     greedy = [r for r in results["wall_clock"] if r["setting"] == "greedy"]
-    assert {r["method"] for r in greedy} == set(experiments.wall_methods("greedy", TINY))
+    assert {r["method"] for r in greedy} == set(timing.wall_methods("greedy", TINY))
     assert all(r["same_tokens"] in ("reference", "yes") for r in greedy)
     # The DP cells carry their prediction; the k x d cells their shape.
     for row in results["scalability"]:
@@ -242,13 +256,14 @@ def test_whole_bench_on_a_tiny_pair(whole_run):
         if row["family"] == "kxd":
             assert row["shape"] == "{}x{}".format(*harness.kxd_shape(row["size"]))
     for row in results["overhead"]:
-        assert row["outside_seconds"] == pytest.approx(row["wall_seconds"] - row["target_seconds"] - row["draft_seconds"])
+        inside = row["target_seconds"] + row["draft_seconds"]
+        assert row["outside_seconds"] == pytest.approx(row["wall_seconds"] - inside)
 
 
 def test_every_method_of_a_prompt_ran_back_to_back_in_rotated_order(whole_run):
     out, _, _ = whole_run
     keys = [k for k in cells_of(out) if k.startswith("wall clock | mt-bench | greedy |")]
-    methods = experiments.wall_methods("greedy", TINY)
+    methods = timing.wall_methods("greedy", TINY)
     expected = [f"wall clock | mt-bench | greedy | {name} | prompt {i}"
                 for i in range(TINY.prompts) for name in harness.rotation(methods, i)]
     assert keys == expected
@@ -259,17 +274,18 @@ def test_the_reports_numbers_are_the_cells_measured(whole_run):
     cells = cells_of(out)
     text = report.read_text()
     for workload in ("humaneval", "mt-bench"):
-        def speeds(method):
+        def speeds(method, workload=workload):
             return [cells[f"wall clock | {workload} | greedy | {method} | prompt {i}"] for i in range(TINY.prompts)]
         ratios = [s["tokens"] / s["seconds"] / (b["tokens"] / b["seconds"])
                   for s, b in zip(speeds("Sequoia"), speeds("HF generate"))]
-        expected = harness.geometric_interval(ratios, TINY.resamples, 3)
+        expected = stats.geometric_interval(ratios, TINY.resamples, 3)
         table = text.split(f"### {workload}, greedy", 1)[1].split("###", 1)[0]
         line = next(line for line in table.splitlines() if line.startswith("| Sequoia |"))
         assert f"| {expected['value']:.2f}x [{expected['low']:.2f}, {expected['high']:.2f}]" in line
         tokens = sum(s["tokens"] for s in speeds("Sequoia"))
         assert line.split(" | ")[2] == str(tokens)
-        steps = [cells[f"scalability | {workload} | t=1 p=1 | size 8 | dp | prompt {i}"] for i in range(TINY.scale_prompts)]
+        steps = [cells[f"scalability | {workload} | t=1 p=1 | size 8 | dp | prompt {i}"]
+                 for i in range(TINY.scale_prompts)]
         per_step = sum(sum(s["expected"]) for s in steps) / sum(s["steps"] for s in steps)
         row = next(line for line in text.split(f"**{workload}, temperature 1**", 1)[1].splitlines()
                    if line.startswith("| 8 |"))
@@ -284,14 +300,14 @@ def test_the_sweep_decodes_more_prompts_whose_first_are_experiment_3s(whole_run)
     for workload in ("humaneval", "mt-bench"):
         chosen = results["prompts"][workload]
         assert len(chosen["decode"]) == TINY.sweep_prompts and not set(chosen["decode"]) & set(chosen["acceptance"])
-        def outputs(block, method, count):
+        def outputs(block, method, count, workload=workload):
             return [cells[f"{block} | {workload} | greedy | {method} | prompt {i}"]["output"] for i in range(count)]
         # Greedy decoding is deterministic: the same prompt index is the same prompt in both blocks.
         assert outputs("sweep", "Sequoia", TINY.prompts) == outputs("wall clock", "Sequoia", TINY.prompts)
         assert outputs("sweep", "autoregressive", TINY.sweep_prompts)[:TINY.prompts] == outputs(
             "wall clock", "autoregressive", TINY.prompts)
         rows = [r for r in results["hardware"] if r["workload"] == workload]
-        assert [r["tree"] for r in rows] == ["optimizer's pick"] + [experiments.sweep_name(*p) for p in TINY.sweep]
+        assert [r["tree"] for r in rows] == ["optimizer's pick"] + [hardware.sweep_name(*p) for p in TINY.sweep]
         sweep_rows = {r["method"]: r for r in results["sweep"] if r["workload"] == workload}
         for row in rows:
             method = "Sequoia" if row["tree"] == "optimizer's pick" else row["tree"]
@@ -310,10 +326,8 @@ def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monk
     decoded = []
     real = harness.decode_prompt
     monkeypatch.setattr(harness, "decode_prompt", lambda *a, **k: decoded.append(a[5]) or real(*a, **k))
-    target, draft, tokenizer = tiny_pair
-    bench.run_bench(target, draft, tokenizer, str(tmp_path), TINY, seed=3, names={"target": "tiny-t",
-                                                                                  "draft": "tiny-d"}, resume=True)
-    ours = [m for m in experiments.wall_methods("sampled", TINY) if not m.startswith("HF")]  # HF's: not through us
+    run_tiny(tiny_pair, tmp_path, TINY, resume=True)
+    ours = [m for m in timing.wall_methods("sampled", TINY) if not m.startswith("HF")]  # HF's: not through us
     assert len(decoded) == len(ours) * TINY.prompts
     again = json.loads((tmp_path / "bench.json").read_text())
     first = json.loads((out / "bench.json").read_text())
@@ -323,12 +337,10 @@ def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monk
 
 def test_some_experiments_run_alone_and_resume_into_all(whole_run, tiny_pair, tmp_path):
     out, _, _ = whole_run
-    target, draft, tokenizer = tiny_pair
-    names = {"target": "tiny-t", "draft": "tiny-d"}
     ticks = []
-    wall_only = dataclasses.replace(TINY, experiments=(3, 6))
-    report = bench.run_bench(target, draft, tokenizer, str(tmp_path), wall_only, seed=3, names=names,
-                             tick=lambda label, weight: ticks.append(weight))
+    wall_only = dataclasses.replace(TINY, experiments=bench.experiments_of("wall-clock,overhead"))
+    assert wall_only == dataclasses.replace(TINY, experiments=(3, 6))  # chosen by name as by number
+    report = run_tiny(tiny_pair, tmp_path, wall_only, tick=lambda label, weight: ticks.append(weight))
     assert sum(ticks) == bench.total_work(wall_only) < bench.total_work(TINY)
     text = report.read_text()
     assert "## 3. Wall clock" in text and "## 6. Loop overhead" in text and "experiments 3, 6 only" in text
@@ -339,24 +351,26 @@ def test_some_experiments_run_alone_and_resume_into_all(whole_run, tiny_pair, tm
     assert not [k for k in cells_of(tmp_path) if "DP size" in k or "t=1 p=1" in k]
     # Resuming into a run of all experiments reuses every cell and adds the others'.
     wall = cells_of(tmp_path)
-    bench.run_bench(target, draft, tokenizer, str(tmp_path), TINY, seed=3, names=names, resume=True)
+    run_tiny(tiny_pair, tmp_path, TINY, resume=True)
     resumed = cells_of(tmp_path)
     assert set(resumed) == set(cells_of(out))
     assert all(resumed[key] == cell for key, cell in wall.items())  # timed cells kept, not run again
 
 
-def test_the_offloaded_target_runs_against_its_own_autoregressive_decoding(tiny_pair, tmp_path):
-    from sequoia_cli.models import load_model, placement_of
-
+def test_the_offloaded_target_runs_against_its_own_autoregressive_decoding(tiny_pair, tmp_path, monkeypatch):
     target, draft, tokenizer = tiny_pair
     target.save_pretrained(tmp_path / "target")
-    offloaded = load_model(str(tmp_path / "target"), "target", torch.device("cpu"), torch.float32,
-                           placement_of("auto", "cpu=20KB", str(tmp_path / "offload")))
-    assert "disk" in set(offloaded.hf_device_map.values())
-    config = dataclasses.replace(TINY, experiments=(7,), offload_prompts=2, offload_tokens=8, offload_profile_max=8)
+    loaded = []
+    real = offload.offloaded_target
+    monkeypatch.setattr(offload, "offloaded_target", lambda *a: loaded.append(real(*a)) or loaded[-1])
+    config = dataclasses.replace(TINY, experiments=(7,), offload_memory="20KB", offload_prompts=2, offload_tokens=8,
+                                 offload_profile_max=8)
     ticks = []
-    report = bench.run_bench(target, draft, tokenizer, str(tmp_path / "out"), config, seed=3, offloaded_target=offloaded,
-                             tick=lambda label, weight: ticks.append(weight))
+    report = run_tiny(tiny_pair, tmp_path / "out", config, target_name=str(tmp_path / "target"),
+                      tick=lambda label, weight: ticks.append(weight))
+    # The bench loaded the target again by its name, most of it on disk, in a folder it removed afterwards.
+    assert len(loaded) == 1 and "disk" in set(loaded[0].hf_device_map.values())
+    assert loaded[0].dtype == torch.float32
     assert sum(ticks) == bench.total_work(config)
     result = json.loads((tmp_path / "out" / "bench.json").read_text())["offloaded"]
     assert result["workload"] == "humaneval" and result["profile"]["target"]["model"] == "target, offloaded"
@@ -369,10 +383,66 @@ def test_the_offloaded_target_runs_against_its_own_autoregressive_decoding(tiny_
     assert not any(f"## {n}." in text for n in range(1, 7))
 
 
-@pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((3, 6, 8), "choose among 1-7"), ((), "choose among 1-7")])
+def test_an_offloaded_target_that_cannot_load_fails_its_experiment_not_the_run(tiny_pair, tmp_path):
+    config = dataclasses.replace(TINY, experiments=(5, 7))
+    ticks = []
+    report = run_tiny(tiny_pair, tmp_path, config, target_name=str(tmp_path / "no-such-model"),
+                      tick=lambda label, weight: ticks.append(weight))
+    assert sum(ticks) == bench.total_work(config)
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["offloaded"]["error"].startswith("failed: BadInput: target") and result["dp"]
+    text = report.read_text()
+    assert "## 5. The DP itself" in text and "## 7. Offloaded target" in text and "failed: BadInput" in text
+
+
+ALL = "scalability,robustness,wall-clock,hardware,dp,overhead,offload"
+
+
+@pytest.mark.parametrize("text, chosen", [("wall-clock,hardware", (3, 4)), ("3,4,6", (3, 4, 6)),
+                                          ("overhead, 3", (3, 6)), ("Wall-Clock,4", (3, 4)), ("5", (5,)),
+                                          ("dp,5,dp", (5,)), (ALL, (1, 2, 3, 4, 5, 6, 7)),
+                                          ("1,2,3,4,5,6,7", (1, 2, 3, 4, 5, 6, 7))])
+def test_experiments_are_chosen_by_name_or_number(text, chosen):
+    assert bench.experiments_of(text) == chosen
+
+
+def test_a_run_chosen_by_name_is_the_run_chosen_by_number(tmp_path):
+    assert bench.mode(False, "wall-clock,hardware,overhead") == bench.mode(False, "3,4,6") == dataclasses.replace(
+        bench.FULL, experiments=(3, 4, 6))
+    assert bench.mode(True, "offload") == dataclasses.replace(bench.QUICK, experiments=(7,))
+    assert bench.mode(True) == bench.QUICK and bench.mode(False) == bench.FULL
+    # The same run's identity, whichever experiments run: it resumes into the others.
+    first = bench.prepare(str(tmp_path / "a"), bench.mode(True, "wall-clock,overhead"), 0, NAMES, "float32", False)
+    second = bench.prepare(str(tmp_path / "b"), bench.mode(True, "3,6"), 0, NAMES, "float32", False)
+    assert first.config == second.config and first.work == second.work == bench.total_work(second.config)
+    assert first.store.path.read_text() == second.store.path.read_text()
+    all_of_them = bench.prepare(str(tmp_path / "a"), bench.mode(True), 0, NAMES, "float32", True)
+    assert all_of_them.store.path.read_text() == first.store.path.read_text()
+
+
+@pytest.mark.parametrize("text, message", [("3,x", "no experiment 'x'"), ("wallclock", "no experiment 'wallclock'"),
+                                           ("3,8", "no experiment '8'"), ("", "no experiment ''"),
+                                           ("3,,4", "no experiment ''")])
+def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
+    with pytest.raises(BadInput, match=message) as refused:
+        bench.experiments_of(text)
+    assert "1 scalability, 2 robustness, 3 wall-clock, 4 hardware, 5 dp, 6 overhead, 7 offload" in str(refused.value)
+    assert refused.value.worded_as_options().startswith(f"--experiments '{text}': ")
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((6,), "need 3"), ((4, 5), r"need 3 \(wall-clock\)"),
+                                             ((3, 6, 8), "no experiment 8; choose among 1 scalability"),
+                                             ((), "choose among 1 scalability")])
 def test_experiments_that_cannot_run_are_refused(chosen, message):
     with pytest.raises(BadInput, match=message):
-        harness.check_experiments(chosen)
+        bench.check_experiments(chosen)
+
+
+@pytest.mark.parametrize("text", ["hardware", "overhead", "dp,hardware", "4,6", "1,2,4,5,6,7"])
+def test_an_experiment_is_refused_without_those_it_reads(text):
+    with pytest.raises(BadInput, match=r"4 and 6 need 3 \(wall-clock\) in the same run: 4 \(hardware\) reads"):
+        bench.experiments_of(text)
 
 
 def test_a_failed_cell_says_so_and_the_run_goes_on(tiny_pair, tmp_path, monkeypatch):
@@ -382,11 +452,10 @@ def test_a_failed_cell_says_so_and_the_run_goes_on(tiny_pair, tmp_path, monkeypa
     def no_vector(*args, **kwargs):
         raise ValueError("no acceptance today")
 
-    monkeypatch.setattr(experiments, "kary_parents", broken)  # every top-2 tree cell raises
-    monkeypatch.setattr(experiments, "measure_acceptance", no_vector)
+    monkeypatch.setattr(step_counts, "kary_parents", broken)  # every top-2 tree cell raises
+    monkeypatch.setattr(shared, "measure_acceptance", no_vector)
     config = dataclasses.replace(TINY, prompts=2, sizes=(4,))
-    target, draft, tokenizer = tiny_pair
-    report = bench.run_bench(target, draft, tokenizer, str(tmp_path), config)
+    report = run_tiny(tiny_pair, tmp_path, config, seed=0, names={})
     results = json.loads((tmp_path / "bench.json").read_text())
     assert all(r["error"] == "failed: RuntimeError: boom" for r in results["scalability"] if r["family"] == "topk")
     # Without a vector there is no DP tree and no optimizer's tree; every other method still ran.
@@ -394,7 +463,7 @@ def test_a_failed_cell_says_so_and_the_run_goes_on(tiny_pair, tmp_path, monkeypa
     assert all("no acceptance today" in r["error"] for r in results["scalability"] if r["family"] == "dp")
     assert all("error" not in r for r in results["scalability"] if r["family"] in ("kxd", "chain"))
     failed = {r["method"] for r in results["wall_clock"] if "error" in r}
-    assert failed == {"Sequoia"} | {harness_name for harness_name in experiments.wall_methods("greedy", config)
+    assert failed == {"Sequoia"} | {harness_name for harness_name in timing.wall_methods("greedy", config)
                                     if harness_name.startswith("DP size")}
     text = report.read_text()
     assert "failed: ValueError: no acceptance today" in text and "failed: RuntimeError: boom" in text

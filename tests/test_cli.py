@@ -59,7 +59,8 @@ BUILD_FAULTS = {
     "malformed json": (["--acceptance", "{w}/bad.json", "--size", "4"], ["{w}/bad.json", "not valid JSON"]),
     "wrong kind": (["--acceptance", "{w}/tree-kind.json", "--size", "4"],
                    ["{w}/tree-kind.json", "sequoia-tree/1", "sequoia-acceptance/1"]),
-    "newer version": (["--acceptance", "{w}/newer.json", "--size", "4"], ["{w}/newer.json", "sequoia-acceptance/2", "newer"]),
+    "newer version": (["--acceptance", "{w}/newer.json", "--size", "4"],
+                      ["{w}/newer.json", "sequoia-acceptance/2", "newer"]),
     "nan acceptance": (["--acceptance", "{w}/nan.json", "--size", "4"], ["{w}/nan.json", "acceptance[1]"]),
     "acceptance sum": (["--acceptance", "{w}/sum.json", "--size", "4"], ["{w}/sum.json", "sums to"]),
     "size zero": (["--acceptance", "{w}/acc.json", "--size", "0"], ["--size", "0"]),
@@ -75,10 +76,12 @@ BUILD_FAULTS = {
 }
 
 OPTIMIZE_FAULTS = {
-    "profile missing": (["--acceptance", "{w}/acc.json", "--profile", "{w}/nope.json"], ["{w}/nope.json", "no such file"]),
+    "profile missing": (["--acceptance", "{w}/acc.json", "--profile", "{w}/nope.json"],
+                        ["{w}/nope.json", "no such file"]),
     "profile is an acceptance": (["--acceptance", "{w}/acc.json", "--profile", "{w}/acc.json"],
                                  ["{w}/acc.json", "sequoia-profile/1"]),
-    "profile zero ms": (["--acceptance", "{w}/acc.json", "--profile", "{w}/zero-ms.json"], ["{w}/zero-ms.json", "target.ms.2"]),
+    "profile zero ms": (["--acceptance", "{w}/acc.json", "--profile", "{w}/zero-ms.json"],
+                        ["{w}/zero-ms.json", "target.ms.2"]),
     "profile without 1": (["--acceptance", "{w}/acc.json", "--profile", "{w}/no-one.json"],
                           ["{w}/no-one.json", "1 token"]),
     "max size past profile": (["--acceptance", "{w}/acc.json", "--profile", "{w}/profile.json", "--max-size", "64"],

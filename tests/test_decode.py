@@ -106,7 +106,8 @@ def test_caches_hold_exactly_the_accepted_tokens(method):
         cached = cache.get_seq_length()
         rest = text[cached:]
         with torch.inference_mode():
-            logits = forward(model, cache, torch.tensor(rest), cached + torch.arange(len(rest)), causal(len(rest), "cpu"))
+            positions = cached + torch.arange(len(rest))
+            logits = forward(model, cache, torch.tensor(rest), positions, causal(len(rest), "cpu"))
             fresh = model(input_ids=torch.tensor([text])).logits[0, cached:]
         torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
 
@@ -169,7 +170,8 @@ def test_decode_data_writes_one_line_per_prompt_and_is_repeatable(pair, tmp_path
                        "--out", str(tmp_path / f"{name}.jsonl"), "--stats", str(tmp_path / f"{name}-stats.json"))
         assert done.returncode == 0, done.stderr
         runs.append([json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()])
-    assert runs[0] == [{**r, "seconds": r0["seconds"], "prefill_seconds": r0["prefill_seconds"]} for r, r0 in zip(runs[1], runs[0])]
+    assert runs[0] == [{**r, "seconds": r0["seconds"], "prefill_seconds": r0["prefill_seconds"]}
+                       for r, r0 in zip(runs[1], runs[0])]
     assert [r["prompt"] for r in runs[0]] == ["abc", "hello", "xyz 123"]
     for record in runs[0]:
         assert len(record["output_ids"]) == sum(record["accepted"]) and record["steps"] == len(record["accepted"])
@@ -180,7 +182,8 @@ def test_decode_data_writes_one_line_per_prompt_and_is_repeatable(pair, tmp_path
 def test_decode_prompt_streams_the_greedy_text(pair):
     draft, target = pair
     done = sequoia("decode", "--draft", draft, "--target", target, "--method", "chain", "--chain-length", "3",
-                   "--prompt", "hello", "--greedy", "--max-new-tokens", "10", "--dtype", "float32", "--no-chat-template")
+                   "--prompt", "hello", "--greedy", "--max-new-tokens", "10", "--dtype", "float32",
+                   "--no-chat-template")
     alone = sequoia("decode", "--target", target, "--method", "autoregressive", "--prompt", "hello", "--greedy",
                     "--max-new-tokens", "10", "--dtype", "float32", "--no-chat-template")
     assert done.returncode == 0 and alone.returncode == 0, done.stderr + alone.stderr
@@ -203,7 +206,8 @@ def test_decode_bad_inputs(pair, tmp_path):
     bad_tree.write_text(json.dumps({"format": "sequoia-tree/1", "parents": [-1, 2, 0], "size": 3, "depth": 1}))
     assert_one_line_error(sequoia(*base, "--draft", draft, "--tree", str(bad_tree), "--prompt", "hi"),
                           str(bad_tree), "topological")
-    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "x" * 400), "past the models' context")
+    assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "x" * 400),
+                          "past the models' context")
     assert_one_line_error(sequoia(*base, "--method", "autoregressive", "--prompt", "hi", "--max-new-tokens", "0"),
                           "--max-new-tokens")
     assert_one_line_error(sequoia(*base, "--draft", draft, "--prompt", "hi"), "--tree")

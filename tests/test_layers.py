@@ -56,3 +56,8 @@ def test_the_check_sees_a_lazy_import_against_the_layers(tmp_path, monkeypatch):
     assert sorted(layer_faults()) == ["sequoia_cli/engine.py imports stages.decode",
                                       "sequoia_cli/engine.py imports stages.decode.summarize",
                                       "stages/optimize.py imports stages.build_tree"]
+
+
+def test_artifacts_hold_formats_not_statistics():
+    imported = imported_modules(ROOT / "sequoia_cli" / "artifacts.py")
+    assert not {m for m in imported if m.startswith(("sequoia_cli.acceptance", "sequoia_cli.cost"))}

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from sequoia_cli.errors import BadInput
 from sequoia_cli.artifacts import check_acceptance, check_profile
 from sequoia_cli.engine import Sampling
-from stages.measure_acceptance import LEVELS, accepted_ranks, measure_acceptance, run_lengths
+from sequoia_cli.errors import BadInput
+from stages.measure_acceptance import LEVELS, Request, accepted_ranks, measure_acceptance, run_lengths
 from stages.merge_acceptance import merge_acceptance
 from stages.profile_hw import token_counts
 from tests.conftest import assert_one_line_error, sequoia
@@ -21,7 +21,7 @@ def test_draft_equal_to_target_always_accepts_the_first_child(sampling):
     tokenizer = tiny_tokenizer()
     model = tiny_model("qwen2", vocab=len(tokenizer), seed=3)
     records = [{"prompt": "abc"}, {"prompt": "hello world"}]
-    result = measure_acceptance(model, model, tokenizer, records, sampling, width=4, continuation_tokens=12, seed=0)
+    result = measure_acceptance(model, model, tokenizer, Request(records, sampling, 4, 12, seed=0))
     assert result["acceptance"][0] == 1.0 and result["rejected_all"] == 0.0 and 0 < result["samples"] <= 24
     check_acceptance("measured", result)
 
@@ -63,7 +63,7 @@ def test_rows_by_level_are_the_counts_of_each_level():
     tokenizer = tiny_tokenizer()
     target, draft = tiny_model("qwen2", vocab=len(tokenizer), seed=3), tiny_model("qwen2", vocab=len(tokenizer), seed=4)
     records = [{"prompt": "abc"}, {"prompt": "hello world"}, {"prompt": "zz"}]
-    vector = measure_acceptance(target, draft, tokenizer, records, Sampling(0.9, 1.0), 3, 16, seed=1)
+    vector = measure_acceptance(target, draft, tokenizer, Request(records, Sampling(0.9, 1.0), 3, 16, seed=1))
     check_acceptance("measured", vector)
     counts = vector["counts"]
     assert len(counts) == LEVELS and all(len(row) == 4 for row in counts)
@@ -83,9 +83,10 @@ def test_merged_shards_equal_the_whole_measurement(sampling):
     target, draft = tiny_model("qwen2", vocab=len(tokenizer), seed=3), tiny_model("qwen2", vocab=len(tokenizer), seed=4)
     records = [{"prompt": text} for text in ("abc", "hello world", "zz", "the fox", "a b c d", "q")]
     run = {"draft": "d", "target": "t", "dataset": "x"}
-    whole = measure_acceptance(target, draft, tokenizer, records, sampling, 3, 10, seed=5, run=run)
-    shards = [(f"s{i}.json", measure_acceptance(target, draft, tokenizer, records, sampling, 3, 10, seed=5, run=run,
-                                                shard=(i, 4))) for i in (2, 0, 3, 1)]
+    whole = measure_acceptance(target, draft, tokenizer, Request(records, sampling, 3, 10, seed=5), run=run)
+    shards = [(f"s{i}.json", measure_acceptance(target, draft, tokenizer,
+                                                Request(records, sampling, 3, 10, seed=5, shard=(i, 4)), run=run))
+              for i in (2, 0, 3, 1)]
     assert [s["prompts"] for _, s in shards] == [1, 2, 1, 2] and shards[3][1]["shard"] == "1/4"
     assert merge_acceptance(shards) == whole
 
@@ -135,7 +136,8 @@ def test_shard_and_merge_commands(pair, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(merged.read_text()) == json.loads(whole.read_text())
     assert_one_line_error(sequoia("measure-acceptance", *models, "--shard", "2/2", "--out", str(whole)), "--shard")
-    assert_one_line_error(sequoia("measure-acceptance", *models, "--shard", "5/9", "--out", str(whole)), "only 3 prompts")
+    assert_one_line_error(sequoia("measure-acceptance", *models, "--shard", "5/9", "--out", str(whole)),
+                          "only 3 prompts")
     assert_one_line_error(sequoia("merge-acceptance", str(paths[0]), str(paths[0]), "--out", str(merged)), "again")
 
 
@@ -214,7 +216,8 @@ def test_pair_errors(tmp_path, monkeypatch):
 def test_profile_and_measure_bad_inputs(pair, tmp_path):
     draft, target = pair
     out = tmp_path / "out.json"
-    assert_one_line_error(sequoia("profile-hw", "--target", target, "--max-tokens", "0", "--out", str(out)), "--max-tokens")
+    assert_one_line_error(sequoia("profile-hw", "--target", target, "--max-tokens", "0", "--out", str(out)),
+                          "--max-tokens")
     assert_one_line_error(sequoia("profile-hw", "--target", target, "--max-tokens", "64", "--context-length", "250",
                                   "--out", str(out)), "context")
     assert_one_line_error(sequoia("measure-acceptance", "--draft", draft, "--target", target, "--data", "mt-bench",

@@ -5,8 +5,8 @@ the monotone fix keeps what the data show beyond their spread."""
 import numpy as np
 import pytest
 
-from sequoia_cli.artifacts import check_profile
 from sequoia_cli import render
+from sequoia_cli.artifacts import check_profile
 from stages.profile_hw import curves, monotone, profile_hw, steady, time_rounds
 from tests.tiny import tiny_model
 
@@ -94,7 +94,7 @@ def test_profile_of_tiny_models_records_its_rounds_and_spread():
     assert profile["steady"] == steady(profile["target_t1_by_round"])
     for role in ("target", "draft"):
         assert list(profile[role]["ms"]) == list(profile[role]["spread"]) == ["1", "2", "3", "4"]
-        for count, (low, high) in profile[role]["spread"].items():
+        for _count, (low, high) in profile[role]["spread"].items():
             assert 0 < low <= high
 
 

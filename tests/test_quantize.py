@@ -10,8 +10,18 @@ from transformers import DynamicCache
 
 from sequoia_cli.engine import Sampling, _draft_tree, generate, tree_layout
 from sequoia_cli.errors import BadInput
-from sequoia_cli.quantize import (INT4_GROUP, Int4Linear, Int8Linear, PackedLinear, SubVocabHead, keep_vocab,
-                                  kept_ids, pack_linears, quantize_linears, set_up)
+from sequoia_cli.quantize import (
+    INT4_GROUP,
+    Int4Linear,
+    Int8Linear,
+    PackedLinear,
+    SubVocabHead,
+    keep_vocab,
+    kept_ids,
+    pack_linears,
+    quantize_linears,
+    set_up,
+)
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import TWO_LEVELS, assert_first_two_tokens_follow, prompt, reference_greedy
@@ -142,7 +152,8 @@ def test_setup_options_bad_input_and_the_tree_warning(pair, tmp_path):
     tree_run = ["decode", "--draft", draft, "--target", target, "--dtype", "float32", "--tree", str(tree),
                 "--prompt", "hi", "--max-new-tokens", "4", "--greedy"]
     warned = sequoia(*tree_run, "--draft-quantize", "int8")
-    assert warned.returncode == 0 and "planned from an acceptance vector of the draft at quantize int4" in warned.stdout + warned.stderr
+    assert warned.returncode == 0
+    assert "planned from an acceptance vector of the draft at quantize int4" in warned.stdout + warned.stderr
     assert "planned" not in (sequoia(*tree_run, "--draft-quantize", "int4").stdout)
 
 
@@ -175,13 +186,14 @@ def test_a_pair_config_sets_the_default_setup_and_options_override_it(tmp_path, 
 
 def test_measure_acceptance_counts_the_target_tokens_a_sub_vocabulary_draft_cannot_propose():
     from sequoia_cli.models import encode_prompt
-    from stages.measure_acceptance import measure_acceptance
+    from stages.measure_acceptance import Request, measure_acceptance
 
     tokenizer = tiny_tokenizer()
     target = tiny_model(vocab=len(tokenizer), seed=1)
     draft = keep_vocab(noisy_copy(target, 0.3), list(range(0, len(tokenizer), 2)))  # the even ids
     records = [{"prompt": "hello"}, {"prompt": "xyz"}]
-    vector = measure_acceptance(target, draft, tokenizer, records, Sampling(), 4, 12, seed=0, chat_template=False)
+    request = Request(records, Sampling(), 4, 12, seed=0, chat_template=False)
+    vector = measure_acceptance(target, draft, tokenizer, request)
     odd = total = 0
     for record in records:
         ids = encode_prompt(tokenizer, record["prompt"], False)

@@ -41,7 +41,7 @@ def _compositions(total: int, parts: int):
             yield (first,) + rest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shapes(size: int, width: int) -> tuple:
     """Every admissible tree of `size` nodes: a node with b children has ranks 1..b, b <= width.
     A shape is the tuple of its children's shapes, in rank order."""

@@ -107,7 +107,8 @@ def test_gumbel_top_k_first_two_draws_follow_sequential_sampling():
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64).log()
-    torch.testing.assert_close(distribution(logits, 1.0, 0.75), torch.tensor([0.625, 0.375, 0.0, 0.0], dtype=torch.float64))
+    expected = torch.tensor([0.625, 0.375, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(distribution(logits, 1.0, 0.75), expected)
     torch.testing.assert_close(distribution(logits, 1.0, 0.5), torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64))
 
 

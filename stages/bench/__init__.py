@@ -1,105 +1,98 @@
 """bench: the paper's claims measured on one model pair and two workloads (HumanEval, MT-Bench),
 every figure side by side in one run, with bootstrap intervals over the prompts.
 
-`harness` holds the cells, the interleaved blocks, the resumable store and the statistics,
-`experiments` the six experiments (which call the stages), `report` the markdown, JSON and plots.
-Every number comes from this run: a cell that raised says "failed: ..." in its place.
+The stage in two calls: `prepare` opens the run's store of cells (so that a bad `--resume` fails
+before any model loads), `bench` runs the chosen experiments on the loaded models and writes the
+report. Every number comes from this run: a cell that raised says "failed: ..." in its place.
+
+Where things are:
+- experiments: the registry (number, name, what each needs, runs and reports) and `experiments_of`;
+- harness: the config and its two modes, the cells, the interleaved blocks and the resumable store;
+- shared: the workloads, the run's state, the vectors, profile and trees the experiments plan with;
+- step_counts (1, 2), timing (3, 5, 6), hardware (4), offload (7): the experiments themselves;
+- stats: the bootstrap intervals; report, sections, tables, plots: report.md, bench.json, the figures.
 """
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sequoia_cli.engine import context_length, input_device
-from sequoia_cli.models import encode_prompts, eos_ids
-from sequoia_cli.prompts import load_prompts
-from stages.bench.experiments import (WORKLOADS, acceptance_vectors, dp_timing, hardware, loop_overhead,
-                                      measure_profile, offload_units, offloaded, plan_trees, prompt_indices, robustness,
-                                      scalability, sweep, wall_clock, work_units)
-from stages.bench.harness import FULL, QUICK, Config, Run, Store, check_experiments, load_average, machine
+from sequoia_cli.engine import input_device
+from sequoia_cli.loading import Loaded
+from stages.bench.experiments import check_experiments, chosen_experiments, experiments_of, total_work, vector_settings
+from stages.bench.harness import FULL, QUICK, Config, Store, load_average, machine
 from stages.bench.report import write_report
+from stages.bench.shared import WORKLOADS, Bench, measure_vectors, prompt_indices, workload_runs
 
-__all__ = ["FULL", "QUICK", "CELLS_FILE", "Config", "check_experiments", "open_store", "total_work", "run_bench"]
+__all__ = ["CELLS_FILE", "DEFAULT_OUT_DIR", "FULL", "QUICK", "Config", "Plan", "bench",
+           "check_experiments", "experiments_of", "mode", "prepare", "total_work"]
 
 CELLS_FILE = "cells.jsonl"
+DEFAULT_OUT_DIR = "runs/bench"
 
 
-def total_work(config: Config) -> int:
-    """The sum of the weights `run_bench` ticks, for a progress bar."""
-    profile = config.new_tokens if 3 in config.experiments else 0
-    return len(WORKLOADS) * work_units(config) + profile + (5 in config.experiments) + offload_units(config)
+@dataclass(frozen=True)
+class Plan:
+    """A bench run as asked for, its store of cells opened: where it writes, what it measures, its
+    seed, the models as the report names them and their dtype (these make the run's identity, which
+    `--resume` checks), whether it resumes."""
+
+    out_dir: str
+    config: Config
+    seed: int
+    names: dict
+    dtype: str
+    resume: bool
+    store: Store
+
+    @property
+    def work(self) -> int:
+        """The sum of the weights `bench` ticks, for a progress bar's total."""
+        return total_work(self.config)
 
 
-def open_store(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool) -> Store:
-    """`out_dir`/cells.jsonl for this run (mode, seed, models, dtype): with `resume`, the cells an
-    interrupted run of the same kind finished; else an empty file. A mismatch is bad input."""
+def mode(quick: bool = False, experiments: str | None = None) -> Config:
+    """The full or the quick mode, with the experiments `experiments` names (`experiments_of`) where given."""
+    config = QUICK if quick else FULL
+    return config if experiments is None else replace(config, experiments=experiments_of(experiments))
+
+
+def prepare(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool = False) -> Plan:
+    """The run, its store `out_dir`/cells.jsonl opened: with `resume`, the cells an interrupted run of
+    the same identity (mode, seed, models as `names` names them, dtype) finished; else an empty file.
+    A mismatch is bad input, raised here, before any model loads."""
     # Which experiments run is left out: a run of some of them resumes into a run of all.
     identity = {key: value for key, value in asdict(config).items() if key != "experiments"}
-    return Store(Path(out_dir) / CELLS_FILE, {"config": identity, "prompts": prompt_indices(config), "seed": seed,
-                                              "models": names, "dtype": dtype}, resume)
+    store = Store(Path(out_dir) / CELLS_FILE, {"config": identity, "prompts": prompt_indices(config), "seed": seed,
+                                               "models": names, "dtype": dtype}, resume)
+    return Plan(out_dir, config, seed, names, dtype, resume, store)
 
 
-def run_bench(target, draft, tokenizer, out_dir: str, config: Config = QUICK, seed: int = 0,
-              names: dict | None = None, dtype: str | None = None, resume: bool = False, tick=None,
-              store: Store | None = None, offloaded_target=None) -> Path:
-    """Run `config.experiments` on both workloads and write the report; returns report.md's path.
-    Each finished cell goes to `out_dir`/cells.jsonl as it ends; `resume` reuses the cells found
-    there (`store`: that file, opened already). `tick(label, weight)` is called after each cell;
-    the weights sum to `total_work(config)`. Experiment 7 runs on HumanEval with
-    `offloaded_target`: the same target, placed with `config.offload_memory` of CPU memory."""
-    tick = tick or (lambda label, weight: None)
+def bench(plan: Plan, loaded: Loaded, progress: Callable | None = None) -> Path:
+    """Run the plan's experiments on the `loaded` models, both workloads, and write the report;
+    report.md's path. Each finished cell goes to the store as it ends. `progress(description, total)`
+    returns `advance(weight, label)`, called after each cell; the weights sum to `plan.work`.
+    Experiment 7 loads the target again, offloaded, from the choice it was loaded from."""
+    if loaded.resolved.dtype != plan.dtype:
+        raise ValueError(f"the plan is for {plan.dtype}; the models were loaded in {loaded.resolved.dtype}")
     started, load_at_start = time.perf_counter(), load_average()
-    dtype = dtype or str(target.dtype).removeprefix("torch.")
-    store = store or open_store(out_dir, config, seed, names or {}, dtype, resume)
-    facts = machine(input_device(target), dtype)  # now: the commit the run's code came from
-    context = min(context_length(target), context_length(draft))
-    stop = eos_ids(target, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop, default=0)
+    config = plan.config
+    advance = progress(f"bench ({config.name})", plan.work) if progress else None
+    state = Bench(plan.store, config, loaded, workload_runs(loaded, config, plan.seed),
+                  (lambda label, weight: advance(weight, label)) if advance else (lambda label, weight: None),
+                  plan.seed, plan.dtype)
+    facts = machine(input_device(loaded.target), plan.dtype)
+    measure_vectors(state, vector_settings(config))
+    for experiment in chosen_experiments(config):
+        experiment.run(state)
+    results = state.results
     indices = prompt_indices(config)
-    runs = []
-    for workload, setup in WORKLOADS.items():
-        texts = load_prompts(workload)
-        decoded = [texts[i] for i in indices[workload]["decode"]]
-        runs.append(Run(workload, target, draft, tokenizer,
-                        encode_prompts(tokenizer, decoded, context, setup["chat_template"]),
-                        [texts[i] for i in indices[workload]["acceptance"]], stop, pad, seed))
-
-    chosen = config.experiments
-    profile = measure_profile(store, runs, config, dtype) if 3 in chosen else {"error": "not measured"}
-    tick("profile", config.new_tokens if 3 in chosen else 0)
-    results = {key: [] for key in ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead",
-                                   "dp")}
-    results["offloaded"] = None
-    plans = {}
-    for run in runs:
-        vectors = acceptance_vectors(store, run, config, tick)
-        results["vectors"] += [{"workload": run.workload, "setting": name, **vector} for name, vector in vectors.items()]
-        if 1 in chosen:
-            results["scalability"] += scalability(store, run, config, vectors, tick)
-        if 2 in chosen:
-            results["robustness"] += robustness(store, run, config, vectors, tick)
-        if 3 in chosen:
-            plans[run.workload] = plan_trees(store, run, vectors, profile)
-            tables = wall_clock(store, run, config, plans[run.workload], tick)
-            results["wall_clock"] += [row for rows in tables.values() for row in rows]
-        if 4 in chosen:
-            swept = sweep(store, run, config, plans[run.workload]["greedy"], vectors, tick)
-            results["sweep"] += swept
-            results["hardware"] += [{"workload": run.workload, **row}
-                                    for row in hardware(swept, profile, vectors, config.resamples, seed)]
-        if 6 in chosen:
-            results["overhead"] += loop_overhead(tables["greedy"])
-        if 7 in chosen and run.workload == "humaneval":
-            results["offloaded"] = (offloaded(store, run, config, vectors, offloaded_target, dtype, tick)
-                                    if offloaded_target is not None else {"error": "no offloaded target was loaded"})
-    if 5 in chosen:
-        results["dp"] = dp_timing(config, seed)
-    tick("DP timing", 1 if 5 in chosen else 0)
     results.update(
-        config=asdict(config), seed=seed, machine=facts, models=names or {}, profile=profile, plans=plans,
+        config=asdict(config), seed=plan.seed, machine=facts, models=plan.names, profile=state.profile,
         prompts={run.workload: {**indices[run.workload],
                                 "decode_prompt_tokens": [len(ids) for ids in run.prompt_ids],
-                                "chat_template": WORKLOADS[run.workload]["chat_template"]} for run in runs},
-        eos=sorted(stop), load_average={"start": load_at_start, "end": load_average()},
-        seconds=time.perf_counter() - started, resumed=resume)
-    return write_report(out_dir, results)
+                                "chat_template": WORKLOADS[run.workload]["chat_template"]} for run in state.runs},
+        eos=sorted(state.runs[0].eos), load_average={"start": load_at_start, "end": load_average()},
+        seconds=time.perf_counter() - started, resumed=plan.resume)
+    return write_report(plan.out_dir, results)

@@ -1,8 +1,8 @@
-"""The bench's timing harness: what a run measures (Config), what one workload shares (Run), the
-tree families it compares, the cells that decode and time one prompt (ours through the decode
-stage, Hugging Face's `generate`), the interleaved blocks they run in, the store that lets an
-interrupted run resume, and the bootstrap intervals. A cell that raises is a result
-("failed: ..."), not the end of the run."""
+"""The bench's timing harness: what a run measures (Config, in two modes), what one workload shares
+(Run), the tree families it compares, the cells that decode and time one prompt (ours through the
+decode stage, Hugging Face's `generate`), the interleaved blocks they run in, the store that lets an
+interrupted run resume, and the facts of the machine. A cell that raises is a result ("failed:
+..."), not the end of the run."""
 
 import datetime
 import json
@@ -10,12 +10,12 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
 from sequoia_cli.engine import Sampling, input_device, sync, tree_layout
@@ -55,7 +55,8 @@ class Config:
     dp_depth: int = 32
     dp_width: int = 32
     resamples: int = 2000  # bootstrap resamples per interval
-    experiments: tuple = (1, 2, 3, 4, 5, 6)  # 4 and 6 are measured in 3's runs
+    # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time.
+    experiments: tuple = (1, 2, 3, 4, 5, 6)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"
     offload_prompts: int = 3
@@ -63,27 +64,12 @@ class Config:
     offload_profile_max: int = 128
 
 
-EXPERIMENTS = (1, 2, 3, 4, 5, 6, 7)
-
-
-def check_experiments(chosen: tuple) -> tuple:
-    """The experiments to run, sorted; 4 (the sweep, in 3's greedy blocks) and 6 (from 3's runs)
-    need 3."""
-    unknown = sorted(set(chosen) - set(EXPERIMENTS))
-    if unknown or not chosen:
-        raise BadInput(f"--experiments {','.join(map(str, chosen))}: choose among 1-7")
-    if {4, 6} & set(chosen) and 3 not in chosen:
-        raise BadInput("--experiments: 4 uses experiment 3's profile and trees, 6 its runs, so they need 3")
-    return tuple(sorted(set(chosen)))
-
-
-# Each: 3 (or 8) prompts of 48 (or 128) tokens per workload in experiments 3 and 6; the full
-# run's experiment 4 decodes 24 prompts of 96 tokens and its vectors rest on 32 others of 96 (8
-# and 8 left tokens per step too noisy, between prompts, to check a prediction to 5%: issue 11;
-# a greedy prompt in experiment 4 takes about 30 s for its 4 methods). Experiments 1
-# and 2 count tokens per step only; in the full run most of their budget goes to sizes 64 and 128,
-# whose steps are the most variable and the slowest. Quick's sampled blocks keep the methods that
-# answer its question (is Sequoia faster than generate when sampling?) to stay within 10 minutes.
+# The two modes. Quick answers one question (is Sequoia faster than generate, greedy and sampled?) and
+# stays short: 3 prompts of 48 tokens per workload, and its sampled blocks keep only the methods that
+# question needs. Full decodes 8 prompts of 128 tokens in experiments 3 and 6; experiment 4 decodes 24
+# prompts of 96 and its vectors rest on 32 others of 96, since tokens per step vary between prompts by
+# more than the 5% a prediction is checked to. Experiments 1 and 2 count tokens per step only; most of
+# their budget goes to sizes 64 and 128, whose steps vary the most.
 QUICK = Config("quick", prompts=3, new_tokens=48, scale_prompts=2, scale_tokens=(8, 8), robust_tokens=8,
                acceptance_prompts=1, continuation=16, width=8, sizes=(4, 32), scale_temperatures=(1.0,),
                robust_temperatures=(1.0,), robust_size=16, sweep=(), sweep_prompts=3, sweep_tokens=32,
@@ -93,7 +79,7 @@ FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(
               acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
               sweep_tokens=96, chain_max_size=4,
-              profile_max=128, profile_repeats=7, experiments=EXPERIMENTS)
+              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7))
 
 
 def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:
@@ -246,8 +232,8 @@ class Store:
         if resume and path.is_file():
             lines = path.read_text(encoding="utf-8").splitlines()
             if not lines or parse(lines[0]) != {"run": identity}:
-                raise BadInput(f"{path}: not the cells of this run (its mode, seed or models differ); drop --resume"
-                               " or give another --out-dir")
+                raise BadInput(f"{path}: not the cells of this run (its mode, seed, models or dtype differ);"
+                               " drop resume or give another out_dir", "resume", "out_dir")
             for line in lines[1:]:
                 entry = parse(line)
                 if isinstance(entry, dict) and "key" in entry and "error" not in entry.get("result", {"error": 1}):
@@ -283,66 +269,9 @@ def run_block(store: Store, block: str, methods: dict[str, Callable[[int], dict]
     results = {name: [None] * prompts for name in methods}
     for index in range(prompts):
         for name in rotation(list(methods), index):
-            results[name][index] = store.cell(f"{block} | {name} | prompt {index}",
-                                              lambda: methods[name](index))
+            results[name][index] = store.cell(f"{block} | {name} | prompt {index}", partial(methods[name], index))
             tick(f"{block}: {name}, prompt {index}", weight)
     return results
-
-
-# ---- statistics ------------------------------------------------------------------------------
-
-def geometric_interval(values: list[float], resamples: int, seed: int) -> dict:
-    """The geometric mean of `values` with a 95% percentile-bootstrap interval (resampling the
-    values, i.e. the prompts). `wide` marks an interval reaching past +-5% of the value."""
-    logs = np.log(np.asarray(values, dtype=float))
-    value = float(np.exp(logs.mean()))
-    if len(logs) < 2:
-        return {"value": value, "low": None, "high": None, "n": len(logs), "wide": True}
-    picks = np.random.default_rng(seed).integers(0, len(logs), size=(resamples, len(logs)))
-    low, high = np.exp(np.percentile(logs[picks].mean(axis=1), [2.5, 97.5]))
-    return {"value": value, "low": float(low), "high": float(high), "n": len(logs),
-            "wide": bool(high > 1.05 * value or low < 0.95 * value)}
-
-
-def pooled_interval(sums: list[float], counts: list[float], resamples: int, seed: int,
-                    base: tuple[list[float], list[float]] | None = None) -> dict:
-    """sum(sums) / sum(counts) over the prompts (e.g. tokens per step over every step of every
-    prompt), over the base's own such ratio on the same prompts when given, with a 95% percentile
-    bootstrap that resamples prompts (a prompt's steps stay together: they are not independent).
-    `wide` marks an interval reaching past +-5% of the value."""
-    parts = [np.asarray(x, dtype=float) for x in (sums, counts) + (base or ())]
-
-    def ratio(picks):
-        totals = [part[picks].sum(axis=-1) for part in parts]
-        return totals[0] / totals[1] / (totals[2] / totals[3] if base else 1.0)
-
-    value = float(ratio(np.arange(len(parts[0]))))
-    if len(parts[0]) < 2:
-        return {"value": value, "low": None, "high": None, "n": len(parts[0]), "wide": True}
-    picks = np.random.default_rng(seed).integers(0, len(parts[0]), size=(resamples, len(parts[0])))
-    low, high = (float(x) for x in np.percentile(ratio(picks), [2.5, 97.5]))
-    return {"value": value, "low": low, "high": high, "n": len(parts[0]),
-            "wide": bool(high > 1.05 * value or low < 0.95 * value)}
-
-
-def per_prompt(results: list[dict], key: Callable[[dict], float]) -> list[float] | None:
-    """`key` of each prompt's result; None if any prompt failed or has nothing to measure."""
-    if any(r is None or "error" in r or not r.get("tokens") or not r.get("steps") or not r.get("seconds")
-           for r in results):
-        return None
-    return [key(r) for r in results]
-
-
-def failure(results: list[dict]) -> str | None:
-    return next((r["error"] for r in results if r and "error" in r), None)
-
-
-def first_difference(outputs: list[list[int]], reference: list[list[int]]) -> str:
-    for index, (out, ref) in enumerate(zip(outputs, reference)):
-        if out != ref:
-            at = next((i for i, (a, b) in enumerate(zip(out, ref)) if a != b), min(len(out), len(ref)))
-            return f"no: prompt {index} differs at token {at}"
-    return "yes"
 
 
 def load_average() -> list[float] | None:
