@@ -107,6 +107,11 @@ def write_json(path: str, artifact: dict) -> None:
     write_text(path, json.dumps(artifact, indent=1) + "\n")
 
 
+def write_jsonl(path: str, records: list[dict]) -> None:
+    """One JSON line per record (decode's generations)."""
+    write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+
+
 class _Checker:
     """Field checks that name the file and the field in the error."""
 

@@ -7,7 +7,6 @@ as one `ModelChoice` through `model_options`.
 
 import functools
 import inspect
-import json
 import sys
 from typing import Annotated
 
@@ -318,21 +317,20 @@ def decode_command(
         raise BadInput("give exactly one of --prompt TEXT and --data PROMPTS")
     request = stage.prepare(method, artifacts.read_tree(tree) if tree else None, chain_length, greedy, temperature,
                             top_p, max_new_tokens, seed, not no_chat_template)
-    out = out or (None if prompt is not None else "-")
+    streaming, out = prompt is not None, out or (None if prompt is not None else "-")
     writable(out, stats)
-    prompts = [prompt] if prompt is not None else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
+    prompts = [prompt] if streaming else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
     resolved = resolve(models, request.needs_draft)
     for warning in stage.setup_mismatches(request.tree, resolved.setups):
         console.print(f"warning: {warning}", soft_wrap=True)
     loaded = load(resolved)
     with Bars() as bars:
-        streaming = prompt is not None
         shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
         records, figures = stage.decode(request, loaded, prompts, console.print, **shown)
-    if prompt is not None:
+    if streaming:
         sys.stdout.write("\n")
     if out:
-        artifacts.write_text(out, "".join(json.dumps(record) + "\n" for record in records))
+        artifacts.write_jsonl(out, records)
     if stats:
         artifacts.write_json(stats, figures)
     render.stats_table(figures)

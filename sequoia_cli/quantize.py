@@ -96,8 +96,8 @@ class PackedLinear(nn.Module):
     """A bf16 linear layer on a CPU whose weight is reordered once into oneDNN's blocked layout.
 
     Its products are bit for bit those of nn.Linear (oneDNN computes both), but the stock call
-    multiplies by the plain layout: on the default target that took a 1-token forward 128-176 ms
-    against 58-88 packed, and its speed flipped between two levels from one process to the next."""
+    works from the plain layout, which costs small forwards much of their time and makes their
+    speed vary from one process to the next."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()

@@ -125,7 +125,7 @@ def _max_plus_convolution(child_values: np.ndarray, rest: np.ndarray) -> tuple[n
 
 
 # The DP keeps a choice table of (depth + 1) x (width + 1) x size int32 entries and runs depth x
-# width max-plus convolutions of size x size entries (1024 nodes, depth 32, width 32: about 1 s).
+# width max-plus convolutions of size x size entries; the bounds keep a DP within memory and seconds.
 MAX_TREE_SIZE = 8192
 MAX_CHOICE_BYTES = 1 << 30
 MAX_WORK = 5 * 10**10

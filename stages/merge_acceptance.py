@@ -17,7 +17,7 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
     (first_path, first), *others = shards
     for path, shard in shards:
         if "counts" not in shard:
-            raise BadInput(f"{path}: no 'counts' (measured by an older sequoia or written by hand):"
+            raise BadInput(f"{path}: no 'counts' (a vector written by hand, or kept without its counts):"
                            " cannot merge exactly")
     for path, shard in others:
         for key in SAME:

@@ -88,7 +88,7 @@ def test_build_tree_plans_with_the_rows_its_tree_meets():
     assert tree["expected_tokens"] == pytest.approx(expected_tokens(tree["parents"], rows), rel=1e-12)
     # Settled: the DP on the rows the tree meets gives the tree back.
     assert best_tree(tree_table(rows, 12, 6), 12, 6) == tree["parents"]
-    # Those rows predict the walk's tokens per step within the 5% issue 11 asks (not exactly: they
+    # Those rows predict the walk's tokens per step within 5% (not exactly: they
     # take the ranks at different levels, and of siblings, as independent).
     assert abs(tree["expected_tokens"] / realized(tree["parents"], acceptance) - 1) < 0.05
 
