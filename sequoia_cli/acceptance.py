@@ -123,8 +123,10 @@ def level_counts(parents: list[int], ranks_by_prompt: list[list[int]], width: in
 
 def rows_met(parents: list[int], acceptance: dict) -> list[list[float]]:
     """The rows by level the tree meets on the acceptance artifact's ranks (each level's counts
-    plus a few positions spread as the whole vector, as in `acceptance_from_counts`)."""
-    counts = level_counts(parents, list(acceptance["ranks"].values()), acceptance["width"])
+    plus a few positions spread as the whole vector, as in `acceptance_from_counts`). A file
+    that leaves out its `width` drew as many children as its vector has entries."""
+    width = acceptance.get("width", len(acceptance["acceptance"]))
+    counts = level_counts(parents, list(acceptance["ranks"].values()), width)
     return shrunk_rows([row for row in counts if sum(row)], acceptance["acceptance"])
 
 

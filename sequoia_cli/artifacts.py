@@ -1,20 +1,21 @@
 """Reading, checking and writing the JSON artifacts that stages pass to each other.
 
 Every artifact is one JSON object with `"format": "<kind>/<version>"`. Readers take `-` for
-standard input, reject an unknown kind or a newer major version, and name the file and the exact
-fault; extra fields are kept. Writers take `-` for standard output and never leave a partial
-file: they write beside the destination, then rename.
+standard input, reject an unknown kind or a newer major version, hold every field to its kind's
+schema (`schema`), and name the file and the exact fault; extra fields are kept. Writers take
+`-` for standard output and never leave a partial file: a regular file is written beside the
+destination, then renamed over it; a device or a FIFO is written into, never replaced.
 """
 
 import json
-import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from sequoia_cli import schema
 from sequoia_cli.errors import BadInput
-from sequoia_cli.tree import check_parents, depths, expected_tokens
+from sequoia_cli.tree import depths
 
 ACCEPTANCE = "sequoia-acceptance"
 TREE = "sequoia-tree"
@@ -52,17 +53,33 @@ def read_json(path: str) -> dict:
 
 
 def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically (`-`: standard output)."""
+    """Write `text` to `path` (`-`: standard output). A regular file, or a new one, is written
+    beside it and renamed over it, so that no partial file is ever seen; anything else that exists
+    there (a character device such as /dev/null, a FIFO) is opened and written into, and stays
+    what it is. A symbolic link stays a link: the file it points to is written."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
+    if not path:
+        raise BadInput("the output path is empty: give a file name, or - for standard output")
+
+    def cannot(err: OSError) -> BadInput:
+        return BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})")
+
+    target = Path(os.path.realpath(path))
+    if target.exists() and not (target.is_file() or target.is_dir()):
+        try:  # renaming over a device or a FIFO would replace it with a regular file
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as err:
+            raise cannot(err) from None
+        return
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:
-        raise BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})") from None
+        raise cannot(err) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -70,20 +87,27 @@ def write_text(path: str, text: str) -> None:
         os.replace(tmp, target)
     except OSError as err:  # a folder in the way, a full disk
         Path(tmp).unlink(missing_ok=True)
-        raise BadInput(f"{path}: cannot write here ({err.strerror or err.__class__.__name__})") from None
+        raise cannot(err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def check_writable(path: str | None) -> None:
-    """Fail now, before long work, if `path` could not be written later. Creates nothing: it
-    probes the nearest folder that exists."""
+def check_writable(path: str | None, setting: str = "out") -> None:
+    """Fail now, before long work, if `path` (the value of `setting`) could not be written later.
+    Creates nothing: a regular file or a new one probes the nearest folder that exists, anything
+    else there (a device, a FIFO) is asked whether it may be written."""
     if path is None or path == "-":
         return
-    target = Path(path)
+    if not path:
+        raise BadInput(f"{setting} is an empty path: give a file name, or - for standard output", setting)
+    target = Path(os.path.realpath(path))
     if target.is_dir():
         raise BadInput(f"{path}: is a folder; give a file name")
+    if target.exists() and not target.is_file():
+        if not os.access(target, os.W_OK):
+            raise BadInput(f"{path}: cannot write here (permission denied)")
+        return
     folder = target.parent
     while not folder.exists():
         folder = folder.parent
@@ -112,175 +136,48 @@ def write_jsonl(path: str, records: list[dict]) -> None:
     write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
-class _Checker:
-    """Field checks that name the file and the field in the error."""
-
-    def __init__(self, path: str, artifact: dict):
-        self.where = _display(path)
-        self.artifact = artifact
-
-    def fail(self, fault: str):
-        raise BadInput(f"{self.where}: {fault}")
-
-    def field(self, name: str, obj: dict | None = None, prefix: str = ""):
-        obj = self.artifact if obj is None else obj
-        if name not in obj:
-            self.fail(f"missing field '{prefix}{name}'")
-        return obj[name]
-
-    def number(self, value, name: str, low: float = -math.inf, high: float = math.inf) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(f"'{name}' is {value!r}, not a number")
-        if not math.isfinite(value):
-            self.fail(f"'{name}' is {value}, not a finite number")
-        if not low <= value <= high:
-            self.fail(f"'{name}' is {value}, outside [{low}, {high}]")
-        return value
-
-    def integer(self, value, name: str, low: int = 0) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"'{name}' is {value!r}, not an integer")
-        if value < low:
-            self.fail(f"'{name}' is {value}, must be >= {low}")
-        return value
-
-    def number_list(self, value, name: str, low: float = -math.inf, high: float = math.inf) -> list:
-        if not isinstance(value, list) or not value:
-            self.fail(f"'{name}' must be a non-empty list of numbers")
-        return [self.number(x, f"{name}[{i}]", low, high) for i, x in enumerate(value)]
-
-
 def check_format(path: str, artifact: dict, kind: str) -> None:
     """Accept `kind/1.x`; name what was found otherwise."""
     found = artifact.get("format")
     if found is None:
         raise BadInput(f"{_display(path)}: missing field 'format' (expected '{kind}/{MAJOR_VERSION}')")
-    found_kind, _, version = str(found).partition("/")
+    if not isinstance(found, str):
+        raise BadInput(f"{_display(path)}: 'format' is {schema.shown(found)}, expected '{kind}/{MAJOR_VERSION}'")
+    found_kind, _, version = found.partition("/")
     if found_kind != kind:
-        raise BadInput(f"{_display(path)}: format is '{found}', expected a '{kind}/{MAJOR_VERSION}' file")
+        raise BadInput(f"{_display(path)}: format is {schema.shown(found)}, expected a '{kind}/{MAJOR_VERSION}' file")
     major = version.split(".")[0]
     if not (major.isascii() and major.isdigit()):
-        raise BadInput(f"{_display(path)}: format '{found}' has no version number")
-    if int(major) > MAJOR_VERSION:
+        raise BadInput(f"{_display(path)}: format {schema.shown(found)} has no version number")
+    major = major.lstrip("0") or "0"  # compared by its digits first: int() refuses thousands of them
+    if len(major) > len(str(MAJOR_VERSION)) or int(major) > MAJOR_VERSION:
         raise BadInput(
-            f"{_display(path)}: format '{found}' is newer than this sequoia reads "
+            f"{_display(path)}: format {schema.shown(found)} is newer than this sequoia reads "
             f"('{kind}/{MAJOR_VERSION}'): upgrade sequoia"
         )
 
 
-def check_acceptance(path: str, artifact: dict) -> dict:
-    check_format(path, artifact, ACCEPTANCE)
-    check = _Checker(path, artifact)
-    acceptance = check.number_list(check.field("acceptance"), "acceptance", 0.0, 1.0)
-    if sum(acceptance) > 1.0 + 1e-6:
-        check.fail(f"'acceptance' sums to {sum(acceptance):.6f} > 1")
-    mode = check.field("mode")
-    if mode not in ("greedy", "stochastic"):
-        check.fail(f"'mode' is {mode!r}, expected 'greedy' or 'stochastic'")
-    if "rejected_all" in artifact:
-        rejected_all = check.number(artifact["rejected_all"], "rejected_all", 0.0, 1.0)
-        if abs(rejected_all + sum(acceptance) - 1.0) > 1e-4:
-            check.fail(f"'rejected_all' {rejected_all} and 'acceptance' (sum {sum(acceptance):.6f}) do not add to 1")
-    if "width" in artifact and check.integer(artifact["width"], "width", 1) < len(acceptance):
-        check.fail(f"'width' is {artifact['width']} but 'acceptance' has {len(acceptance)} entries")
-    for name in ("temperature", "top_p"):
-        if artifact.get(name) is not None:
-            check.number(artifact[name], name, 0.0)
-    if "acceptance_by_level" in artifact:
-        _check_rows(check, artifact["acceptance_by_level"], "acceptance_by_level")
-    if "counts" in artifact:
-        counts = artifact["counts"]
-        if not isinstance(counts, list) or not counts or not all(isinstance(row, list) for row in counts):
-            check.fail("'counts' must be a non-empty list of rows (by level) of counts by rank")
-        for level, row in enumerate(counts):
-            if len(row) != len(counts[0]):
-                check.fail(f"'counts[{level}]' has {len(row)} entries, 'counts[0]' {len(counts[0])}")
-            for rank, count in enumerate(row):
-                check.integer(count, f"counts[{level}][{rank}]")
-    if "ranks" in artifact:
-        _check_ranks(check, artifact["ranks"], artifact.get("width", len(acceptance)))
+def _check(path: str, artifact: dict, kind: str, model: type[schema.Strict]) -> dict:
+    """`artifact`, read from `path`, checked as a `kind` file whose fields `model` describes."""
+    check_format(path, artifact, kind)
+    schema.check(_display(path), artifact, model)
     return artifact
 
 
-def _check_ranks(check: _Checker, ranks, width: int) -> None:
-    """{prompt index: [accepted rank per position, 0..width]}."""
-    if not isinstance(ranks, dict):
-        check.fail("'ranks' must be an object: prompt index -> list of accepted ranks")
-    for prompt, row in ranks.items():
-        if not (prompt.isascii() and prompt.isdigit()) or not isinstance(row, list):
-            check.fail(f"'ranks' must map prompt indices to lists of ranks (found {prompt!r})")
-        for position, rank in enumerate(row):
-            if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= width:
-                check.fail(f"'ranks[{prompt}][{position}]' is {rank!r}: expected a rank 0..{width}")
-
-
-def _check_rows(check: _Checker, rows, name: str) -> list[list[float]]:
-    """Acceptance rows by level: each a vector (entries in [0, 1], sum <= 1)."""
-    if not isinstance(rows, list) or not rows:
-        check.fail(f"'{name}' must be a non-empty list of acceptance vectors, one per level")
-    for level, row in enumerate(rows):
-        check.number_list(row, f"{name}[{level}]", 0.0, 1.0)
-        if sum(row) > 1.0 + 1e-6:
-            check.fail(f"'{name}[{level}]' sums to {sum(row):.6f} > 1")
-    return rows
+def check_acceptance(path: str, artifact: dict) -> dict:
+    return _check(path, artifact, ACCEPTANCE, schema.AcceptanceFile)
 
 
 def check_tree(path: str, artifact: dict) -> dict:
-    check_format(path, artifact, TREE)
-    check = _Checker(path, artifact)
-    parents = check.field("parents")
-    if not isinstance(parents, list):
-        check.fail("'parents' must be a list of integers")
-    try:
-        check_parents(parents)
-    except ValueError as err:
-        check.fail(str(err))
-    size = check.integer(check.field("size"), "size", 1)
-    if size != len(parents):
-        check.fail(f"'size' is {size} but 'parents' has {len(parents)} nodes")
-    depth = check.integer(check.field("depth"), "depth", 0)
-    if depth != max(depths(parents)):
-        check.fail(f"'depth' is {depth} but the tree in 'parents' has depth {max(depths(parents))}")
-    if "acceptance_by_level" in artifact:
-        _check_rows(check, artifact["acceptance_by_level"], "acceptance_by_level")
-    if "acceptance" in artifact:
-        check.number_list(artifact["acceptance"], "acceptance", 0.0, 1.0)
-        if "expected_tokens" in artifact:
-            stated = check.number(artifact["expected_tokens"], "expected_tokens", 1.0)
-            by_level = artifact.get("planned_by") == "level" and "acceptance_by_level" in artifact
-            actual = expected_tokens(parents, artifact["acceptance_by_level"] if by_level else artifact["acceptance"])
-            if abs(stated - actual) > 1e-6 * max(1.0, actual):
-                used = "acceptance_by_level" if by_level else "acceptance"
-                check.fail(f"'expected_tokens' is {stated} but the tree and '{used}' give {actual:.6f}")
-    return artifact
-
-
-def _check_timings(check: _Checker, timings, name: str) -> None:
-    if not isinstance(timings, dict) or not timings:
-        check.fail(f"'{name}' must be a non-empty object mapping token counts to milliseconds")
-    counts = set()
-    for count, ms in timings.items():
-        if not (str(count).isascii() and str(count).isdigit()) or int(count) < 1:
-            check.fail(f"'{name}' has key {count!r}: token counts are integers >= 1")
-        counts.add(int(count))
-        if check.number(ms, f"{name}.{count}", 0.0) <= 0:
-            check.fail(f"'{name}.{count}' is {ms}: a forward takes a positive time")
-    if 1 not in counts:
-        check.fail(f"'{name}' has no timing for 1 token")
+    return _check(path, artifact, TREE, schema.TreeFile)
 
 
 def check_profile(path: str, artifact: dict) -> dict:
-    check_format(path, artifact, PROFILE)
-    check = _Checker(path, artifact)
-    check.integer(check.field("context_length"), "context_length", 0)
-    for role in ("target", "draft"):
-        if role == "draft" and artifact.get("draft") is None:
-            continue
-        section = check.field(role)
-        if not isinstance(section, dict):
-            check.fail(f"'{role}' must be an object with 'model' and 'ms'")
-        _check_timings(check, check.field("ms", section, f"{role}."), f"{role}.ms")
-    return artifact
+    return _check(path, artifact, PROFILE, schema.ProfileFile)
+
+
+def check_stats(path: str, artifact: dict) -> dict:
+    return _check(path, artifact, STATS, schema.StatsFile)
 
 
 def read_acceptance(path: str) -> dict:
@@ -295,21 +192,13 @@ def read_profile(path: str) -> dict:
     return check_profile(path, read_json(path))
 
 
+def read_stats(path: str) -> dict:
+    return check_stats(path, read_json(path))
+
+
 def timings(section: dict) -> dict[int, float]:
     """A checked profile section's `ms` with integer token counts, sorted."""
     return dict(sorted((int(count), float(ms)) for count, ms in section["ms"].items()))
-
-
-def check_stats(path: str, artifact: dict) -> dict:
-    check_format(path, artifact, STATS)
-    check = _Checker(path, artifact)
-    check.number(check.field("tokens_per_second"), "tokens_per_second", 0.0)
-    check.number(check.field("mean_accepted"), "mean_accepted", 0.0)
-    return artifact
-
-
-def read_stats(path: str) -> dict:
-    return check_stats(path, read_json(path))
 
 
 # ---- constructors: every artifact a stage writes is built here ----
@@ -321,10 +210,13 @@ def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int,
             "stderr": stderr, **extra}
 
 
+# What an acceptance vector was measured under, carried into a tree's `source` for `decode`.
+SOURCE_FIELDS = ("mode", "temperature", "top_p", "draft", "target", "dataset", "draft_setup", "target_setup")
+
+
 def provenance(acceptance: dict) -> dict:
     """What an acceptance vector was measured under, carried into a tree for `decode`."""
-    keys = ("mode", "temperature", "top_p", "draft", "target", "dataset", "draft_setup", "target_setup")
-    return {key: acceptance[key] for key in keys if key in acceptance}
+    return {key: acceptance[key] for key in SOURCE_FIELDS if key in acceptance}
 
 
 def tree_artifact(parents: list[int], acceptance: dict, expected: float, positional: bool = False,

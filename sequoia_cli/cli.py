@@ -94,11 +94,25 @@ def model_options(command):
     return wrapper
 
 
-def load(resolved):
-    """The models of a resolved choice, loaded under a status line."""
+def load(resolved, check=None):
+    """The models of a resolved choice, loaded under a status line; `check(tokenizer, limits)`
+    before their weights load (loading.load)."""
     from sequoia_cli.loading import load
 
-    return load(resolved, console.status)
+    return load(resolved, console.status, check)
+
+
+def decode_fits(parents: list[int], prompts: list[str], chat_template: bool):
+    """decode's check before the weights load: the tree's widest node within the target's
+    vocabulary, every prompt within the models' context."""
+    from sequoia_cli.models import encode_prompts
+    from sequoia_cli.tree import ranks
+
+    def check(tokenizer, limits) -> None:
+        limits.check_children(max(ranks(parents)), "tree")
+        encode_prompts(tokenizer, prompts, limits.context, chat_template)
+
+    return check
 
 
 def prompt_records(data: str, prompt_field: str | None, max_prompts: int | None) -> list[dict]:
@@ -107,10 +121,10 @@ def prompt_records(data: str, prompt_field: str | None, max_prompts: int | None)
     return load_prompt_records(data, prompt_field, max_prompts)
 
 
-def writable(*paths: str | None) -> None:
-    """Check every output path before any long work."""
-    for path in paths:
-        artifacts.check_writable(path)
+def writable(**paths: str | None) -> None:
+    """Check every output path, each by the option that names it, before any long work."""
+    for setting, path in paths.items():
+        artifacts.check_writable(path, setting)
 
 
 @app.command("fetch-models", epilog="Example: sequoia fetch-models qwen2.5-coder")
@@ -163,10 +177,10 @@ def measure_acceptance_command(
     from sequoia_cli.loading import resolve
     from stages import measure_acceptance as stage
 
-    writable(out)
+    writable(out=out)
     request = stage.prepare(prompt_records(data, prompt_field, max_prompts), greedy, temperature, top_p, width,
                             continuation_tokens, seed, not no_chat_template, use_reference, shard)
-    loaded = load(resolve(models, need_draft=True))
+    loaded = load(resolve(models, need_draft=True), functools.partial(stage.fitted_prompts, request))
     with Bars() as bars:
         acceptance = stage.measure(request, loaded, data, bars.task)
     artifacts.write_json(out, acceptance)
@@ -184,7 +198,7 @@ def merge_acceptance_command(
     settings or widths are refused."""
     from stages.merge_acceptance import merge_acceptance
 
-    writable(out)
+    writable(out=out)
     acceptance = merge_acceptance([(path, artifacts.read_acceptance(path)) for path in shards])
     artifacts.write_json(out, acceptance)
     render.acceptance_summary(acceptance, out)
@@ -205,7 +219,7 @@ def build_tree_command(
     the rows the tree meets until it stays the same)."""
     from stages.build_tree import build_tree
 
-    writable(out, table)
+    writable(out=out, table=table)
     tree, table_artifact = build_tree(artifacts.read_acceptance(acceptance), size, max_depth, positional)
     artifacts.write_json(out, tree)
     if table:
@@ -235,8 +249,8 @@ def profile_hw_command(
     from sequoia_cli.loading import resolve
     from stages.profile_hw import check_settings, profile
 
-    check_settings(max_tokens, context_length, repeats, warmup)
-    writable(out)
+    check_settings(max_tokens, context_length, repeats, warmup, seed)
+    writable(out=out)
     loaded = load(resolve(models, need_draft=bool(models.pair or models.draft)))
     with Bars() as bars:
         result = profile(loaded, max_tokens, context_length, repeats, warmup, seed, bars.task)
@@ -269,7 +283,7 @@ def optimize_command(
 
     if acceptance == "-" and profile == "-":
         raise BadInput("--acceptance and --profile cannot both be standard input")
-    writable(out)
+    writable(out=out)
     tree = optimize(artifacts.read_acceptance(acceptance), artifacts.read_profile(profile), max_size, max_depth,
                     positional)
     artifacts.write_json(out, tree)
@@ -317,13 +331,14 @@ def decode_command(
         raise BadInput("give exactly one of --prompt TEXT and --data PROMPTS")
     request = stage.prepare(method, artifacts.read_tree(tree) if tree else None, chain_length, greedy, temperature,
                             top_p, max_new_tokens, seed, not no_chat_template)
-    streaming, out = prompt is not None, out or (None if prompt is not None else "-")
-    writable(out, stats)
+    streaming = prompt is not None
+    out = out if out is not None or streaming else "-"  # an empty --out is refused, not taken for the default
+    writable(out=out, stats=stats)
     prompts = [prompt] if streaming else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
     resolved = resolve(models, request.needs_draft)
     for warning in stage.setup_mismatches(request.tree, resolved.setups):
         console.print(f"warning: {warning}", soft_wrap=True)
-    loaded = load(resolved)
+    loaded = load(resolved, decode_fits(request.parents, prompts, request.chat_template))
     with Bars() as bars:
         shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
         records, figures = stage.decode(request, loaded, prompts, console.print, **shown)

@@ -142,9 +142,19 @@ def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
                            " pins") from None
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    """A seed is a number in 0..MAX_SEED."""
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"seed is {seed}: it must be in 0..{MAX_SEED}", "seed")
+
+
 def prompt_generator(seed: int, index: int, device: torch.device) -> torch.Generator:
     """One generator per prompt: a run is repeatable, and its prompts draw different numbers."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
+    # A generator takes 64 bits: a large seed's product wraps around instead of overflowing.
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + index) % 2**64)
 
 
 def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, sampling: Sampling,

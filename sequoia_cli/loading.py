@@ -47,6 +47,28 @@ class Resolved:
     pair: str | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the models can serve, from their configurations: the tokens of context both take (the
+    rule of engine.context_length), and the target's vocabulary, its output size (None where its
+    configuration does not say)."""
+
+    context: int
+    vocab: int | None
+
+    @classmethod
+    def of(cls, configs: list) -> "Limits":
+        """The limits of models with these configurations, the target's first."""
+        context = min(getattr(config, "max_position_embeddings", None) or 2048 for config in configs)
+        return cls(context, getattr(configs[0], "vocab_size", None))
+
+    def check_children(self, children: int, setting: str) -> None:
+        """A node's children are distinct tokens: at most the vocabulary."""
+        if self.vocab is not None and children > self.vocab:
+            raise BadInput(f"{setting} asks for {children} children of a node, but the target's vocabulary has"
+                           f" {self.vocab} tokens", setting)
+
+
 @dataclass
 class Loaded:
     """The models of a resolved choice, set up, with their one tokenizer."""
@@ -105,21 +127,28 @@ def setups_of(choice: ModelChoice, draft: str | None, target: str, placement: di
     return setups
 
 
-def load(resolved: Resolved, status: Callable[[str], object] = lambda text: nullcontext()) -> Loaded:
+def load(resolved: Resolved, status: Callable[[str], object] = lambda text: nullcontext(),
+         check: Callable[[object, Limits], None] | None = None) -> Loaded:
     """The models of `resolved`, each set up as its setup says; `status(text)` is a context shown
-    while a model loads."""
-    from sequoia_cli.models import check_same_tokenizer, device_of, dtype_of, load_model, load_tokenizer
+    while a model loads. `check(tokenizer, limits)` runs once the configurations and tokenizers
+    are read, before any weights load: work the models cannot serve (a prompt past their context,
+    more children than the vocabulary) fails there."""
+    from sequoia_cli.models import check_same_tokenizer, device_of, dtype_of, load_config, load_model, load_tokenizer
     from sequoia_cli.quantize import check_kernels, kept_ids, set_up
 
     where, precision = device_of(resolved.device), dtype_of(resolved.dtype)
     setups, draft_name = resolved.setups, resolved.draft_name
+    roles = {"target": resolved.target_name, **({"draft": draft_name} if draft_name else {})}
+    configs = [load_config(name, role) for role, name in roles.items()]
     tokenizer = load_tokenizer(resolved.target_name, "target")
     if draft_name:
         check_same_tokenizer(load_tokenizer(draft_name, "draft"), tokenizer)
         if setups["draft"]["vocab"] is not None:
             kept_ids(tokenizer, setups["draft"]["vocab"], len(tokenizer))  # a bad count fails before loading
-    for role in ("target", "draft") if draft_name else ("target",):
+    for role in roles:
         check_kernels(setups[role]["quantize"], where, f"{role}_quantize")
+    if check:
+        check(tokenizer, Limits.of(configs))
     placement = setups["target"]["placement"]
     with status(f"loading target {resolved.target_name} ({resolved.dtype},"
                 f" {'placed by accelerate' if placement else resolved.device})"):

@@ -2,12 +2,13 @@
 
 import json
 import os
+import pickle
 import tempfile
 
 import torch
 
 from sequoia_cli.engine import check_tree_attention
-from sequoia_cli.errors import BadInput
+from sequoia_cli.errors import BadInput, one_line
 from sequoia_cli.pairs import model_dir, pair_names
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -135,6 +136,19 @@ def _quiet_hub() -> None:
     hub_logging.set_verbosity_error()
 
 
+def load_config(name: str, role: str):
+    """The model's configuration, read before its tokenizer and weights: a folder whose config.json
+    transformers cannot read (an unknown `model_type`, none at all) is an error naming it here,
+    before anything else of it is blamed."""
+    from transformers import AutoConfig
+
+    _quiet_hub()
+    try:
+        return AutoConfig.from_pretrained(resolve(name, role))
+    except (OSError, ValueError) as err:
+        raise BadInput(f"cannot read the {role} model '{name}': {_first_line(err)}") from None
+
+
 def load_tokenizer(name: str, role: str):
     from transformers import AutoTokenizer
 
@@ -148,6 +162,7 @@ def load_tokenizer(name: str, role: str):
 
 def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, placement: dict | None = None):
     """The model in eval mode, whole on `device`, or spread as `placement` says (placement_of)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
@@ -159,6 +174,11 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placed)
     except (OSError, ValueError) as err:
         raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as err:  # a weights file of random bytes, or empty
+        # torch's own words for a bad pickle advise weights_only=False, which would run the file's code.
+        fault = type(err).__name__ if isinstance(err, pickle.UnpicklingError) else one_line(err)
+        raise BadInput(f"cannot load the {role} model '{name}': its weights file is not one transformers reads"
+                       f" ({fault})") from None
     model = (model if placement else model.to(device)).eval()
     check_tree_attention(model, name)
     return model

@@ -51,7 +51,8 @@ def error_line(message: str) -> None:
 def acceptance_summary(acceptance: dict, out: str) -> None:
     shown = ", ".join(f"{a:.3f}" for a in acceptance["acceptance"])
     outside = (f"; {100 * acceptance['outside_draft_vocab']:.2f}% of the target's tokens outside the draft's"
-               " vocabulary" if (acceptance.get("draft_setup") or {}).get("vocab") is not None else "")
+               " vocabulary" if (acceptance.get("draft_setup") or {}).get("vocab") is not None
+               and "outside_draft_vocab" in acceptance else "")
     console.print(f"{acceptance['samples']} positions, {acceptance['mode']}: acceptance [{shown}], "
                   f"none accepted {acceptance['rejected_all']:.3f}{outside} -> {out}")
 

@@ -10,41 +10,35 @@ Whatever the method, the token that ends a step follows the target's distributio
 Greedy decoding (temperature 0) takes the draft's top-k and accepts the target's argmax.
 """
 
-import math
-
 import torch
 
 from sequoia_cli.errors import BadInput
+from sequoia_cli.setting_rules import temperature_fault, top_p_fault
 
 METHODS = ("sequoia", "specinfer", "topk")
-MAX_TEMPERATURE = 100.0
 
 
 def sampling_setting(greedy: bool, temperature: float | None, top_p: float | None,
                      default: dict | None = None) -> tuple[float, float]:
     """(temperature, top_p) as asked; with neither given, `default`'s where it is a stochastic
-    setting (a tree's `source`: what its vector was measured at), else greedy (0, 1)."""
+    setting (a tree's `source`: what its vector was measured at; a setting it leaves out is 1),
+    else greedy (0, 1). Both are held to the rules of `setting_rules`, as a file's are."""
     if greedy and (temperature is not None or top_p is not None):
         raise BadInput("greedy takes no temperature or top_p", "greedy", "temperature", "top_p")
     if greedy:
         return 0.0, 1.0
     if temperature is None and top_p is None and default and default.get("mode") == "stochastic":
-        temperature, top_p = default.get("temperature") or 1.0, default.get("top_p") or 1.0
+        temperature, top_p = (1.0 if default.get(name) is None else default[name] for name in ("temperature", "top_p"))
     if temperature is None:
         if top_p is not None:
             raise BadInput("top_p needs temperature (or drop it for greedy decoding)", "top_p", "temperature")
         return 0.0, 1.0
-    if not _is_number(temperature) or not 0.0 < temperature <= MAX_TEMPERATURE:
-        raise BadInput(f"temperature is {temperature!r}: it must be in (0, {MAX_TEMPERATURE:g}] (greedy for 0)",
-                       "temperature", "greedy")
+    if fault := temperature_fault(temperature):
+        raise BadInput(f"temperature is {temperature!r}: {fault}", "temperature", "greedy")
     top_p = 1.0 if top_p is None else top_p
-    if not _is_number(top_p) or not 0.0 < top_p <= 1.0:
-        raise BadInput(f"top_p is {top_p!r}: it must be in (0, 1]", "top_p")
+    if fault := top_p_fault(top_p):
+        raise BadInput(f"top_p is {top_p!r}: {fault}", "top_p")
     return float(temperature), float(top_p)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def distribution(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:

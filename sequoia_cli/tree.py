@@ -235,12 +235,13 @@ def dp_tree(acceptance, size: int, max_depth: int | None = None) -> tuple[list[i
 
 
 def depth_bound(size: int, max_depth: int | None) -> int:
-    """The depth bound for a tree of `size` nodes: `max_depth`, or no bound (size - 1)."""
+    """The depth bound for a tree of `size` nodes: `max_depth`, or no bound, capped at size - 1
+    (no tree of `size` nodes is deeper, so a larger bound only adds rows to the DP's table)."""
     if size < 1:
         raise BadInput(f"size is {size}: a tree has at least 1 node (the root)", "size")
     if max_depth is not None and max_depth < 0:
         raise BadInput(f"max_depth is {max_depth}: depth is at least 0", "max_depth")
-    return size - 1 if max_depth is None else max_depth
+    return size - 1 if max_depth is None else min(max_depth, size - 1)
 
 
 def level_order(parents: list[int]) -> list[int]:

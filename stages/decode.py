@@ -9,6 +9,7 @@ from sequoia_cli.engine import (
     Layout,
     Sampling,
     chain_parents,
+    check_seed,
     context_length,
     generate,
     input_device,
@@ -26,7 +27,6 @@ from sequoia_cli.tree import expected_tokens
 # in how children are drawn and verified), chain on a chain of `chain_length` tokens,
 # autoregressive on a tree of size 1.
 METHODS = (*TREE_METHODS, "chain", "autoregressive")
-MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def prepare(method: str, tree: dict | None, chain_length: int | None, greedy: bo
     temperature, top_p = sampling_setting(greedy, temperature, top_p, (tree or {}).get("source"))
     if max_new_tokens < 1:
         raise BadInput(f"max_new_tokens is {max_new_tokens}: generate at least 1 token", "max_new_tokens")
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise BadInput(f"seed is {seed}: it must be in 0..{MAX_SEED}", "seed")
+    if seed is not None:
+        check_seed(seed)
     seed = random.randrange(2**31) if seed is None else seed
     return Request(method, parents, tree, temperature, top_p, max_new_tokens, seed, chat_template)
 

@@ -17,13 +17,21 @@ from dataclasses import dataclass
 import torch
 
 from sequoia_cli.acceptance import LEVELS, acceptance_from_counts
-from sequoia_cli.engine import Sampling, fit_vocab, generate, input_device, prompt_generator, tree_layout
+from sequoia_cli.engine import (
+    Sampling,
+    check_seed,
+    context_length,
+    fit_vocab,
+    generate,
+    input_device,
+    prompt_generator,
+    tree_layout,
+)
 from sequoia_cli.errors import BadInput
-from sequoia_cli.loading import Loaded
+from sequoia_cli.loading import Limits, Loaded
 from sequoia_cli.models import encode_prompt, eos_ids
 from sequoia_cli.sampling import distribution, draw_children, sampling_setting, verify_node
-
-MAX_SEED = 2**63 - 1
+from sequoia_cli.schema import MAX_WIDTH
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,11 @@ def prepare(records: list[dict], greedy: bool, temperature: float | None, top_p:
             shard: str | None = None) -> Request:
     """The checked request; `shard` is "I/N" (None: every prompt)."""
     temperature, top_p = sampling_setting(greedy, temperature, top_p)
-    if width < 1:
-        raise BadInput(f"width is {width}: draw at least 1 child", "width")
+    if not 1 <= width <= MAX_WIDTH:
+        raise BadInput(f"width is {width}: draw 1 to {MAX_WIDTH} children", "width")
     if continuation_tokens < 1:
         raise BadInput(f"continuation_tokens is {continuation_tokens}: use at least 1", "continuation_tokens")
-    if not 0 <= seed <= MAX_SEED:
-        raise BadInput(f"seed is {seed}: it must be in 0..{MAX_SEED}", "seed")
+    check_seed(seed)
     part, parts = shard_of(shard)
     if part >= len(records):
         raise BadInput(f"shard {shard}: the data has only {len(records)} prompts", "shard")
@@ -70,9 +77,36 @@ def shard_of(text: str | None) -> tuple[int, int]:
     if text is None:
         return 0, 1
     part, _, parts = text.partition("/")
-    if not (part.isdigit() and parts.isdigit() and int(part) < int(parts)):
+    plain = all(number.isascii() and number.isdigit() and len(number) <= 18 for number in (part, parts))
+    if not (plain and int(part) < int(parts)):
         raise BadInput(f"shard '{text}': give I/N with 0 <= I < N, e.g. 0/4", "shard")
     return int(part), int(parts)
+
+
+def fitted_prompts(request: Request, tokenizer, limits: Limits) -> dict[int, tuple[list[int], list[int] | None]]:
+    """{prompt index: (its token ids, those of its reference continuation, None where the target
+    generates it)} of the request's shard, checked against what the models serve: `width` children
+    within the target's vocabulary, every prompt with its continuation within their context. A
+    measurement calls it before any decoding; the command, before the weights load."""
+    limits.check_children(request.width, "width")
+    part, parts = request.shard
+    fitted = {}
+    for index in range(part, len(request.records), parts):
+        record = request.records[index]
+        prompt = encode_prompt(tokenizer, record["prompt"], request.chat_template)
+        reference = None
+        if request.use_reference and record.get("reference"):
+            reference = tokenizer(record["reference"], add_special_tokens=False)["input_ids"]
+            reference = reference[:request.continuation_tokens]
+        continuation = request.continuation_tokens if reference is None else len(reference)
+        if not prompt:
+            raise BadInput(f"prompt {index + 1} is empty")
+        if len(prompt) + continuation > limits.context:
+            raise BadInput(f"prompt {index + 1} has {len(prompt)} tokens: with {continuation} tokens of continuation,"
+                           f" past the models' context of {limits.context} (shorten it, or lower continuation_tokens)",
+                           "continuation_tokens")
+        fitted[index] = (prompt, reference)
+    return fitted
 
 
 def measure(request: Request, loaded: Loaded, dataset: str, progress=None) -> dict:
@@ -127,21 +161,17 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
     """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts and the ranks, plus the
     `run` fields given (models, data set, device, ...). The request's shard (I, N) measures the
     prompts I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
-    records, sampling, width, seed = request.records, request.sampling, request.width, request.seed
+    sampling, width, seed = request.sampling, request.width, request.seed
     continuation_tokens, part, parts = request.continuation_tokens, *request.shard
     vocab = target.get_output_embeddings().out_features
+    fitted = fitted_prompts(request, tokenizer, Limits(min(context_length(target), context_length(draft)), vocab))
     counts = torch.zeros(LEVELS, width + 1, dtype=torch.long)  # [level - 1, rank], rank 0 = none
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
     ranks_by_prompt = {}
-    for index, record in enumerate(records):
-        if index % parts != part:
-            continue
+    for index, (prompt_ids, continuation) in fitted.items():
         generator = prompt_generator(seed, index, input_device(target))
-        prompt_ids = encode_prompt(tokenizer, record["prompt"], request.chat_template)
-        if request.use_reference and record.get("reference"):
-            continuation = tokenizer(record["reference"], add_special_tokens=False)["input_ids"][:continuation_tokens]
-        else:
+        if continuation is None:
             continuation = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
                                     continuation_tokens, stop, generator).output_ids
         ids = prompt_ids + continuation
@@ -158,7 +188,7 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
             on_prompt_done()
     mode = "greedy" if sampling.greedy else "stochastic"
     return acceptance_from_counts(counts.tolist(), mode, sampling.temperature, sampling.top_p, width,
-                                  prompts=len(range(part, len(records), parts)),
+                                  prompts=len(fitted),
                                   continuation_tokens=continuation_tokens,
                                   seed=seed, outside_draft_vocab=outside / positions if positions else 0.0,
                                   ranks=ranks_by_prompt,

@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from sequoia_cli.artifacts import profile_artifact
-from sequoia_cli.engine import causal, forward, input_device, keep, sync
+from sequoia_cli.engine import causal, check_seed, forward, input_device, keep, sync
 from sequoia_cli.engine import context_length as model_context
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded
@@ -58,7 +58,7 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
     target first) at the counts of `token_counts(max_tokens)` in `repeats` interleaved rounds,
     after `warmup` untimed forwards per (model, count); `setups` ({role: setup}) are recorded
     beside each model's times."""
-    counts = check_request(models, max_tokens, context_length, repeats, warmup)
+    counts = check_request(models, max_tokens, context_length, repeats, warmup, seed)
     timers = {role: forward_timer(model, context_length, counts, seed) for role, (_, model) in models.items()}
     for timer in timers.values():
         for count in counts:
@@ -84,7 +84,7 @@ def profile(loaded: Loaded, max_tokens: int, context_length: int, repeats: int, 
     models = {"target": (resolved.target_name, loaded.target)}
     if loaded.draft is not None:
         models["draft"] = (resolved.draft_name, loaded.draft)
-    check_request(models, max_tokens, context_length, repeats, warmup)
+    check_request(models, max_tokens, context_length, repeats, warmup, seed)
     on_round_done = progress("timing", repeats) if progress else None
     return profile_hw(models, resolved.dtype, max_tokens, context_length, repeats, warmup, seed, on_round_done,
                       resolved.setups)
@@ -95,17 +95,18 @@ def steady(target_t1_by_round: list[float]) -> bool:
     return max(target_t1_by_round) <= (1.0 + STEADY) * min(target_t1_by_round)
 
 
-def check_settings(max_tokens: int, context_length: int, repeats: int, warmup: int) -> list[int]:
+def check_settings(max_tokens: int, context_length: int, repeats: int, warmup: int, seed: int) -> list[int]:
     """The token counts to time; settings no model could serve are an error before any loads."""
     if repeats < 1 or warmup < 0 or context_length < 0:
         raise BadInput("repeats must be >= 1, warmup and context_length >= 0", "repeats", "warmup", "context_length")
+    check_seed(seed)
     return token_counts(max_tokens)
 
 
 def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
-                  warmup: int) -> list[int]:
+                  warmup: int, seed: int) -> list[int]:
     """The token counts to time, checked against the models' context before any timing starts."""
-    counts = check_settings(max_tokens, context_length, repeats, warmup)
+    counts = check_settings(max_tokens, context_length, repeats, warmup, seed)
     limit = min(model_context(model) for _, model in models.values())
     if context_length + max_tokens > limit:
         raise BadInput(f"context_length {context_length} + max_tokens {max_tokens} is past the models'"

@@ -237,7 +237,7 @@ ACCEPTANCE_FAULTS = {
     "negative temperature": (_set(["temperature"], -1), ["'temperature'"]),
     "ranks not an object": (_set(["ranks"], [[1, 0]]), ["'ranks'", "object"]),
     "ranks key not a prompt": (_set(["ranks"], {"²": [1]}), ["'ranks'", "'²'"]),
-    "ranks not a list": (_set(["ranks"], {"0": 1}), ["'ranks'", "'0'"]),
+    "ranks not a list": (_set(["ranks"], {"0": 1}), ["'ranks[0]'", "not a list"]),
     "rank past the width": (_set(["ranks"], {"0": [1, 17]}), ["ranks[0][1]", "17", "0..16"]),
     "rank not an integer": (_set(["ranks"], {"0": [1.0]}), ["ranks[0][0]"]),
 }

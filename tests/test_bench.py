@@ -5,6 +5,7 @@ the command's errors."""
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -479,3 +480,8 @@ def test_bench_command_bad_input_is_one_line(pair, tmp_path):
     for chosen, message in (("3,x", "separated by commas"), ("6", "need 3")):
         run = sequoia("bench", "--draft", draft, "--target", target, "--out-dir", tmp_path, "--experiments", chosen)
         assert_one_line_error(run, "--experiments", message)
+
+
+def test_a_default_run_writes_where_git_ignores():
+    ignored = (Path(__file__).resolve().parent.parent / ".gitignore").read_text().split()
+    assert bench.DEFAULT_OUT_DIR.split("/")[0] + "/" in ignored

@@ -1,6 +1,7 @@
 """measure-acceptance and profile-hw on tiny models, and the model-pair errors of the CLI."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -109,15 +110,74 @@ def test_merging_refuses_shards_of_different_measurements():
             "target": "t", "draft_setup": {"quantize": "none", "vocab": None}, "shard": "0/2"}
     other = {**base, "shard": "1/2"}
     assert merge_acceptance([("a", base), ("b", other)])["samples"] == 8
-    for change, word in (({"draft": "e"}, "draft"), ({"width": 3}, "width"), ({"mode": "stochastic"}, "mode"),
-                         ({"temperature": 0.6}, "temperature"), ({"draft_setup": {"quantize": "int4", "vocab": None}},
-                                                                  "draft_setup")):
+    for change, word in (({"draft": "e"}, "draft"), ({"width": 3, "counts": [[1, 2, 1, 0]]}, "width"),
+                         ({"mode": "stochastic"}, "mode"), ({"temperature": 0.6}, "temperature"),
+                         ({"draft_setup": {"quantize": "int4", "vocab": None}}, "draft_setup")):
         with pytest.raises(BadInput, match=f"b: '{word}'"):
             merge_acceptance([("a", base), ("b", {**other, **change})])
     with pytest.raises(BadInput, match="shard 0/2 again"):
         merge_acceptance([("a", base), ("b", dict(base))])
     with pytest.raises(BadInput, match="no 'counts'"):
         merge_acceptance([("a", base), ("b", {k: v for k, v in other.items() if k != "counts"})])
+
+
+def measured_shard(part: str | None, counts=((1, 2, 1),), **fields) -> dict:
+    """An acceptance artifact as measure-acceptance writes one, of shard `part` (None: a whole
+    measurement), with `fields` changed."""
+    from sequoia_cli.acceptance import acceptance_from_counts
+
+    artifact = acceptance_from_counts([list(row) for row in counts], "greedy", 0.0, 1.0, 2, prompts=1, draft="d",
+                                      target="t", draft_setup={"quantize": "none", "vocab": None},
+                                      **({"shard": part} if part else {}))
+    return {**artifact, **fields}
+
+
+MERGE_FAULTS = {
+    # name: ([the inputs], words the error must contain)
+    "the same whole file twice": ([measured_shard(None)] * 2, ["no 'shard'"]),
+    "two whole measurements": ([measured_shard(None), measured_shard(None, ((3, 1, 0),))], ["no 'shard'"]),
+    "a whole measurement and a shard": ([measured_shard("0/2"), measured_shard(None)], ["no 'shard'"]),
+    "the same shard twice": ([measured_shard("0/2"), measured_shard("0/2")], ["shard 0/2 again"]),
+    "shards of different counts": ([measured_shard("0/2"), measured_shard("1/3")], ["shard of 3", "of 2"]),
+    "a missing shard": ([measured_shard("0/3"), measured_shard("2/3")], ["shard 1/3 is missing"]),
+    "a shard alone": ([measured_shard("1/2")], ["shard 0/2 is missing"]),
+    "counts wider than width": ([measured_shard("0/2"), {**measured_shard("1/2"), "counts": [[1, 2, 1, 0]]}],
+                                ["counts"]),
+    "counts narrower than width": ([{**measured_shard("0/2"), "counts": [[1, 2]]}, measured_shard("1/2")], ["counts"]),
+    "a shard given as a list": ([measured_shard("0/2"), measured_shard("1/2", shard=[1, 2])], ["shard"]),
+    "prompts given as a string": ([measured_shard("0/2"), measured_shard("1/2", prompts="one")], ["prompts"]),
+    "a setup given as a string": ([measured_shard(part, draft_setup="none") for part in ("0/2", "1/2")],
+                                  ["draft_setup"]),
+}
+
+
+@pytest.mark.parametrize("name", MERGE_FAULTS)
+def test_merge_command_refuses_what_is_not_one_whole_measurement(name, tmp_path):
+    inputs, words = MERGE_FAULTS[name]
+    paths = []
+    for i, artifact in enumerate(inputs):
+        paths.append(tmp_path / f"acc-{i}.json")
+        paths[-1].write_text(json.dumps(artifact), encoding="utf-8")
+    out = tmp_path / "merged.json"
+    # The same file twice is that one path given twice.
+    given = [paths[0], paths[0]] if name == "the same whole file twice" else paths
+    assert_one_line_error(sequoia("merge-acceptance", *given, "--out", out), *words)
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == sorted(path.name for path in paths)
+
+
+@pytest.mark.parametrize("name", [name for name in MERGE_FAULTS if name != "prompts given as a string"])
+def test_merge_refuses_before_computing_anything(name):
+    """merge_acceptance itself refuses (its reader aside): nothing is merged from a bad set."""
+    inputs, words = MERGE_FAULTS[name]
+    with pytest.raises(BadInput, match=words[0]):
+        merge_acceptance([(f"s{i}", artifact) for i, artifact in enumerate(inputs)])
+
+
+def test_merge_counts_the_positions_of_each_shard_from_its_counts():
+    shards = [measured_shard("0/2", outside_draft_vocab=0.5), measured_shard("1/2", counts=[[0, 4, 0]],
+                                                                             outside_draft_vocab=0.25)]
+    merged = merge_acceptance([("a", shards[0]), ("b", {k: v for k, v in shards[1].items() if k != "samples"})])
+    assert merged["samples"] == 8 and merged["outside_draft_vocab"] == 3 / 8 and merged["prompts"] == 2
 
 
 def test_shard_and_merge_commands(pair, tmp_path):
@@ -225,3 +285,11 @@ def test_profile_and_measure_bad_inputs(pair, tmp_path):
     assert_one_line_error(sequoia("measure-acceptance", "--draft", draft, "--target", target, "--data",
                                   str(tmp_path / "none.jsonl"), "--out", str(out)), "none.jsonl")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["0/" + "9" * 5000, "1/" + "1" * 19, "٠/٢", "2/2", "a/b", "1"])
+def test_a_shard_that_is_not_i_of_n_is_one_line(text):
+    from stages.measure_acceptance import shard_of
+
+    with pytest.raises(BadInput, match="give I/N"):
+        shard_of(text)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sequoia_cli.engine import input_device
+from sequoia_cli.engine import check_seed, input_device
 from sequoia_cli.loading import Loaded
 from stages.bench.experiments import check_experiments, chosen_experiments, experiments_of, total_work, vector_settings
 from stages.bench.harness import FULL, QUICK, Config, Store, load_average, machine
@@ -61,7 +61,8 @@ def mode(quick: bool = False, experiments: str | None = None) -> Config:
 def prepare(out_dir: str, config: Config, seed: int, names: dict, dtype: str, resume: bool = False) -> Plan:
     """The run, its store `out_dir`/cells.jsonl opened: with `resume`, the cells an interrupted run of
     the same identity (mode, seed, models as `names` names them, dtype) finished; else an empty file.
-    A mismatch is bad input, raised here, before any model loads."""
+    A seed out of range is bad input before the store opens, a mismatch as it opens: both before any model loads."""
+    check_seed(seed)
     # Which experiments run is left out: a run of some of them resumes into a run of all.
     identity = {key: value for key, value in asdict(config).items() if key != "experiments"}
     store = Store(Path(out_dir) / CELLS_FILE, {"config": identity, "prompts": prompt_indices(config), "seed": seed,

@@ -197,7 +197,7 @@ def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: 
     sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
     settings = GenerationConfig(max_new_tokens=new_tokens, pad_token_id=run.pad, eos_token_id=sorted(run.eos) or None,
                                 **({"do_sample": False} if sampling.greedy else sampled))
-    torch.manual_seed(run.seed * 100_003 + index)  # HF draws from the global stream
+    torch.manual_seed((run.seed * 100_003 + index) % 2**64)  # HF draws from the global stream; 64 bits a seed
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # assisted generation warns about its own internal call
     try:
