@@ -102,19 +102,6 @@ def load(resolved, check=None):
     return load(resolved, console.status, check)
 
 
-def decode_fits(parents: list[int], prompts: list[str], chat_template: bool):
-    """decode's check before the weights load: the tree's widest node within the target's
-    vocabulary, every prompt within the models' context."""
-    from sequoia_cli.models import encode_prompts
-    from sequoia_cli.tree import ranks
-
-    def check(tokenizer, limits) -> None:
-        limits.check_children(max(ranks(parents)), "tree")
-        encode_prompts(tokenizer, prompts, limits.context, chat_template)
-
-    return check
-
-
 def prompt_records(data: str, prompt_field: str | None, max_prompts: int | None) -> list[dict]:
     from sequoia_cli.prompts import load_prompt_records  # datasets is slow to import: only when asked
 
@@ -338,7 +325,7 @@ def decode_command(
     resolved = resolve(models, request.needs_draft)
     for warning in stage.setup_mismatches(request.tree, resolved.setups):
         console.print(f"warning: {warning}", soft_wrap=True)
-    loaded = load(resolved, decode_fits(request.parents, prompts, request.chat_template))
+    loaded = load(resolved, stage.fits(request, prompts))
     with Bars() as bars:
         shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
         records, figures = stage.decode(request, loaded, prompts, console.print, **shown)

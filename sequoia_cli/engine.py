@@ -287,7 +287,12 @@ def input_device(model) -> torch.device:
 
 
 def context_length(model) -> int:
-    return int(getattr(model.config, "max_position_embeddings", None) or 2048)
+    return config_context(model.config)
+
+
+def config_context(config) -> int:
+    """The tokens of context a model's configuration allows (2048 where it does not say)."""
+    return int(getattr(config, "max_position_embeddings", None) or 2048)
 
 
 def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sampling, max_new_tokens: int,

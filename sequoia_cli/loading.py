@@ -49,8 +49,8 @@ class Resolved:
 
 @dataclass(frozen=True)
 class Limits:
-    """What the models can serve, from their configurations: the tokens of context both take (the
-    rule of engine.context_length), and the target's vocabulary, its output size (None where its
+    """What the models can serve, from their configurations: the tokens of context both take
+    (engine.config_context), and the target's vocabulary, its output size (None where its
     configuration does not say)."""
 
     context: int
@@ -59,7 +59,9 @@ class Limits:
     @classmethod
     def of(cls, configs: list) -> "Limits":
         """The limits of models with these configurations, the target's first."""
-        context = min(getattr(config, "max_position_embeddings", None) or 2048 for config in configs)
+        from sequoia_cli.engine import config_context
+
+        context = min(config_context(config) for config in configs)
         return cls(context, getattr(configs[0], "vocab_size", None))
 
     def check_children(self, children: int, setting: str) -> None:

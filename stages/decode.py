@@ -21,7 +21,7 @@ from sequoia_cli.loading import Loaded, Resolved, describe
 from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.sampling import METHODS as TREE_METHODS
 from sequoia_cli.sampling import sampling_setting
-from sequoia_cli.tree import expected_tokens
+from sequoia_cli.tree import expected_tokens, ranks
 
 # Every method runs through the same loop: the tree methods on the tree file's shape (they differ
 # in how children are drawn and verified), chain on a chain of `chain_length` tokens,
@@ -83,6 +83,17 @@ def method_parents(method: str, tree: dict | None, chain_length: int | None) -> 
 def verification(method: str) -> str:
     """The verification rule of a method: a chain is verified as a tree of one child per node."""
     return "sequoia" if method in ("chain", "autoregressive") else method
+
+
+def fits(request: Request, prompts: list[str]) -> Callable:
+    """The check `loading.load` runs before the weights load: the tree's widest node within the
+    target's vocabulary, every prompt within the models' context."""
+
+    def check(tokenizer, limits) -> None:
+        limits.check_children(max(ranks(request.parents)), "tree")
+        encode_prompts(tokenizer, prompts, limits.context, request.chat_template)
+
+    return check
 
 
 def setup_mismatches(tree: dict | None, setups: dict) -> list[str]:
