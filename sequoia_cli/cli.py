@@ -72,6 +72,9 @@ MODEL_OPTIONS = {
                    " every forward."),
     "offload_folder": (str | None, None, "Folder for the target's weights that fit on no device (read from disk"
                        " at every forward)."),
+    "engine": (str, "auto", "How forwards run: eager (dynamic KV caches, any placement), static (preallocated"
+               " caches, fixed-shape forwards) or cuda-graphs (static, each forward captured once and replayed;"
+               " CUDA only). auto: cuda-graphs on CUDA, static on a CPU, eager for a placed target."),
 }
 
 

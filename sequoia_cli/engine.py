@@ -5,10 +5,11 @@ Every method runs through `generate`: autoregressive decoding is a tree of size 
 chain of K tokens is a tree of depth K with one child per node, Sequoia and SpecInfer differ only
 in how children are drawn and verified (`sampling.py`).
 
-Both models see a tree as extra query tokens on top of their KV cache, with a 4D float mask
-(0 = attend, dtype min = blocked) in which a node sees the cached prefix and its own ancestors,
-and `position_ids` = prefix length + node depth. The draft reads one level per forward; the target
-reads the whole tree in one forward.
+Both models see a tree as extra query tokens on top of their KV cache (`kv.py`: an eager dynamic
+cache or a static one), with a mask in which a node sees the cached prefix and its own ancestors,
+and positions = prefix length + node depth. The draft reads one level per forward; the target
+reads the whole tree in one forward. Every index a step needs is a tensor built once per tree,
+so that on a GPU a step runs without waiting on the host until its result is read (`walk.py`).
 """
 
 import time
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import DynamicCache
 
 from sequoia_cli.errors import BadInput
-from sequoia_cli.sampling import distribution, draw_children, sample, verify_node
-from sequoia_cli.tree import check_parents, depths, level_order, level_widths
+from sequoia_cli.kv import Cache, fit_cache, forward, keep, new_cache, on_device
+from sequoia_cli.sampling import distribution, draw_children
+from sequoia_cli.tree import check_parents, depths, level_order, level_widths, ranks
+from sequoia_cli.walk import expected_tokens, walk_device, walk_host
 
 
 @dataclass
@@ -37,6 +38,13 @@ class Layout:
     children: list[list[int]]
     level_starts: list[int]
     ancestors: torch.Tensor  # (n, n) bool: i sees j (j is i or an ancestor of i)
+    parent_index: torch.Tensor  # (n,) each node's parent, the root its own
+    kids: torch.Tensor  # (n, most children) each node's children in rank order, padded with 0
+    kid_real: torch.Tensor  # (n, most children) which entries of `kids` are children
+    widest: list[int]  # per level above the deepest: the most children of a node there
+    # Per level l >= 1: each node's parent's row within level l - 1, and its rank - 1.
+    parent_rows: list[torch.Tensor]
+    child_ranks: list[torch.Tensor]
 
     @property
     def size(self) -> int:
@@ -47,7 +55,7 @@ def tree_layout(parents: list[int], device: torch.device | str = "cpu") -> Layou
     check_parents(parents)
     parents = level_order(parents)
     size = len(parents)
-    node_depths = depths(parents)
+    node_depths, node_ranks = depths(parents), ranks(parents)
     children = [[] for _ in parents]
     ancestors = torch.eye(size, dtype=torch.bool)
     for i in range(1, size):
@@ -55,8 +63,18 @@ def tree_layout(parents: list[int], device: torch.device | str = "cpu") -> Layou
         ancestors[i] |= ancestors[parents[i]]
     widths = level_widths(parents)
     level_starts = [sum(widths[:level]) for level in range(len(widths) + 1)]
+    most = max(len(kids) for kids in children)
+    kids = torch.tensor([k + [0] * (most - len(k)) for k in children]).reshape(size, most)
+    kid_real = torch.tensor([[True] * len(k) + [False] * (most - len(k)) for k in children]).reshape(size, most)
+    widest = [max(len(children[n]) for n in range(level_starts[lv], level_starts[lv + 1]))
+              for lv in range(len(widths) - 1)]
+    below = [range(level_starts[lv], level_starts[lv + 1]) for lv in range(1, len(widths))]
+    parent_rows = [torch.tensor([parents[n] - level_starts[lv] for n in nodes], device=device)
+                   for lv, nodes in enumerate(below)]
+    child_ranks = [torch.tensor([node_ranks[n] - 1 for n in nodes], device=device) for nodes in below]
     return Layout(parents, len(widths) - 1, node_depths, torch.tensor(node_depths, device=device), children,
-                  level_starts, ancestors.to(device))
+                  level_starts, ancestors.to(device), torch.tensor([max(p, 0) for p in parents], device=device),
+                  kids.to(device), kid_real.to(device), widest, parent_rows, child_ranks)
 
 
 def chain_parents(length: int) -> list[int]:
@@ -83,63 +101,20 @@ class Result:
     # what a prediction of tokens per step is to be set against.
     step_tokens: list[int] = field(default_factory=list)
     # Per step, when asked: the tokens the step adds on average over verification's coin flips,
-    # given the tree drafted (see `expected_tokens`).
+    # given the tree drafted (see `walk.expected_tokens`).
     expected: list[float] = field(default_factory=list)
     seconds: float = 0.0  # the whole call, prefill included
     prefill_seconds: float = 0.0  # both models reading the prompt (all but its last token)
     draft_forwards: int = 0
     stopped_by: str = ""  # eos | max_new_tokens | context
-    # The caches at the end: the target's holds every token but the last, the draft's a prefix.
-    target_cache: DynamicCache | None = None
-    draft_cache: DynamicCache | None = None
-
-
-def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
-    """4D float mask (1, 1, rows, kv_length): `attend` (rows, cols) says what each new token sees
-    of the last `cols` cache entries; everything before those is the prefix, seen by all."""
-    rows, cols = attend.shape
-    seen = torch.cat([torch.ones(rows, kv_length - cols, dtype=torch.bool, device=attend.device), attend], dim=1)
-    blocked = torch.full(seen.shape, torch.finfo(dtype).min, dtype=dtype, device=seen.device)
-    return torch.where(seen, torch.zeros((), dtype=dtype, device=seen.device), blocked)[None, None]
-
-
-def forward(model, cache: DynamicCache, tokens: torch.Tensor, positions: torch.Tensor,
-             attend: torch.Tensor, last: int = 0) -> torch.Tensor:
-    """Logits (new tokens, vocab) of one forward over `tokens` on top of `cache`; with `last`,
-    only the last `last` rows (the vocabulary projection of a long prompt costs as much as
-    a forward)."""
-    mask = _mask(attend, cache.get_seq_length() + len(tokens), model.dtype)
-    out = model(input_ids=tokens[None], position_ids=positions[None], attention_mask=mask,
-                past_key_values=cache, use_cache=True, logits_to_keep=last)
-    return out.logits[0].to(tokens.device)  # a model spread over devices ends on another one
+    # The caches at the end (a later call may reuse them): the target's holds every token but the
+    # last, the draft's a prefix.
+    target_cache: Cache | None = None
+    draft_cache: Cache | None = None
 
 
 def causal(count: int, device) -> torch.Tensor:
     return torch.ones(count, count, dtype=torch.bool, device=device).tril()
-
-
-def keep(cache: DynamicCache, start: int, offsets: list[int]) -> None:
-    """Keep cache[:start] followed by the entries at start + offsets (the accepted nodes), drop
-    the rest. Offsets increase and offsets[j] >= j, so the entries move down, never up.
-
-    The one place that reaches into the cache's internals (`layers[i].keys/values`, tensors of
-    (batch, heads, tokens, head_dim) in transformers 5): a release that lays them out otherwise
-    fails here, by name."""
-    end = start + len(offsets)
-    try:
-        index = None
-        if offsets != list(range(len(offsets))):
-            index = torch.tensor(offsets) + start
-        for layer in cache.layers:  # a model spread over devices keeps each layer's cache on its own
-            if index is not None:
-                moved = index.to(layer.keys.device)
-                layer.keys[:, :, start:end] = layer.keys[:, :, moved]
-                layer.values[:, :, start:end] = layer.values[:, :, moved]
-            layer.keys, layer.values = layer.keys[:, :, :end], layer.values[:, :, :end]
-    except (AttributeError, TypeError) as err:
-        raise RuntimeError(f"this transformers release ({transformers.__version__}) lays out DynamicCache"
-                           f" otherwise than sequoia expects ({err}): install the version pyproject.toml"
-                           " pins") from None
 
 
 MAX_SEED = 2**63 - 1
@@ -157,40 +132,40 @@ def prompt_generator(seed: int, index: int, device: torch.device) -> torch.Gener
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + index) % 2**64)
 
 
-def _draft_tree(draft, cache: DynamicCache, pending: list[int], layout: Layout, sampling: Sampling,
-                vocab: int, generator: torch.Generator, device) -> tuple[torch.Tensor, list, torch.Tensor]:
+def _draft_tree(cache: Cache, pending: torch.Tensor, layout: Layout, sampling: Sampling, vocab: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Grow the tree level by level: tokens (n,), the draft distribution each node's children
-    were drawn from ({node: q}; empty in greedy mode), and which nodes are real draws."""
-    tokens = torch.zeros(layout.size, dtype=torch.long, device=device)
-    tokens[0] = pending[-1]
+    were drawn from (row i for node i, through the last level with children; None in greedy
+    mode), and which nodes are real draws. `pending` are the tokens the draft has not read yet,
+    ending with the root."""
+    device = pending.device
+    tokens = torch.empty(layout.size, dtype=torch.long, device=device)
+    tokens[:1] = pending[-1:]
     alive = torch.ones(layout.size, dtype=torch.bool, device=device)
-    proposals = {}
-    cached = cache.get_seq_length()
-    root_position = cached + len(pending) - 1
+    proposals = []
+    root_position = cache.length + len(pending) - 1
     for level in range(layout.depth):
         start, end = layout.level_starts[level], layout.level_starts[level + 1]
-        if level == 0:  # the tokens the draft has not read yet, ending with the root
-            logits = forward(draft, cache, torch.tensor(pending, device=device),
-                             cached + torch.arange(len(pending), device=device), causal(len(pending), device), last=1)
+        if level == 0:
+            logits = forward(cache, pending, cache.length + torch.arange(len(pending), device=device),
+                             causal(len(pending), device), last=1)
         else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
-            logits = forward(draft, cache, tokens[start:end], root_position + layout.depth_of[start:end],
-                              layout.ancestors[start:end, 1:end])
+            logits = forward(cache, tokens[start:end], root_position + layout.depth_of[start:end],
+                             layout.ancestors[start:end, 1:end])
         logits = fit_vocab(logits.float(), vocab)
-        # Every level above the deepest has a node with children, so `most` >= 1.
-        most = max(len(layout.children[node]) for node in range(start, end))
+        most = layout.widest[level]
         if sampling.greedy:
-            drawn, real = logits.topk(most, dim=-1)[1], torch.ones(end - start, most, dtype=torch.bool, device=device)
+            drawn, real = logits.topk(most, dim=-1)[1], None
         else:
             dists = distribution(logits, sampling.temperature, sampling.top_p)
             drawn, real = draw_children(dists, most, sampling.method, generator)
-        for row, node in enumerate(range(start, end)):
-            kids = layout.children[node]
-            if kids:
-                if not sampling.greedy:  # greedy verification needs only the tokens
-                    proposals[node] = dists[row]
-                tokens[kids] = drawn[row, :len(kids)]
-                alive[kids] = real[row, :len(kids)] & alive[node]
-    return tokens, proposals, alive
+            proposals.append(dists)
+        below, rows, kid_ranks = slice(end, layout.level_starts[level + 2]), layout.parent_rows[level], \
+            layout.child_ranks[level]
+        tokens[below] = drawn[rows, kid_ranks]
+        if real is not None:
+            alive[below] = real[rows, kid_ranks] & alive[start:end][rows]
+    return tokens, (torch.cat(proposals) if proposals else None), alive
 
 
 def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -202,58 +177,6 @@ def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
     return torch.cat([logits, pad], dim=-1)
 
 
-def _verify(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, alive: torch.Tensor,
-            layout: Layout, sampling: Sampling, generator: torch.Generator) -> tuple[list[int], int]:
-    """Walk down from the root; returns the accepted nodes (root excluded) and the token that
-    ends the step, drawn from the target (or its residual)."""
-    path, node = [], 0
-    token_list, alive_list = tokens.tolist(), alive.tolist()
-    while True:
-        kids = [k for k in layout.children[node] if alive_list[k]]
-        if sampling.greedy:
-            best = int(target_logits[node].argmax())
-            match = next((k for k in kids if token_list[k] == best), None)
-            if match is None:
-                return path, best
-            path.append(match)
-            node = match
-            continue
-        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
-        if not kids:
-            return path, sample(p, generator)
-        uniforms = torch.rand(len(kids), generator=generator, device=p.device).tolist()
-        chosen, rest, _ = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, uniforms)
-        if chosen is None:
-            return path, sample(rest, generator)
-        node = kids[chosen]
-        path.append(node)
-
-
-def expected_tokens(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: dict, alive: torch.Tensor,
-                    layout: Layout, sampling: Sampling) -> float:
-    """The tokens a step adds on average over verification's random draws, given the drafted tree:
-    1 + the sum over nodes of the probability that the walk accepts them. Its mean over steps is the
-    mean of `accepted`, with the variance of the coin flips removed (a tree's size is measured in far
-    fewer steps). A child is reached when every earlier sibling was rejected, whatever the draws,
-    so each node's probability follows from the acceptance probabilities `verify_node` reports."""
-    if sampling.greedy:  # nothing is random: the walk itself
-        return len(_verify(target_logits, tokens, proposals, alive, layout, sampling, None)[0]) + 1.0
-    token_list, alive_list = tokens.tolist(), alive.tolist()
-    reached = [1.0] + [0.0] * (layout.size - 1)
-    for node in range(layout.size):  # level order: a parent before its children
-        kids = [k for k in layout.children[node] if alive_list[k]]
-        if not kids or reached[node] == 0.0:
-            continue
-        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
-        # Uniforms above 1 reject every child, so every child's acceptance probability is reported.
-        tried = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, [2.0] * len(kids))[2]
-        rejected_before = reached[node]
-        for kid, accept in zip(kids, tried):
-            reached[kid] = rejected_before * accept
-            rejected_before *= 1.0 - accept
-    return sum(reached)
-
-
 def check_tree_attention(model, name: str) -> None:
     """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
     Probe: a root with two children; the second child must not see the first."""
@@ -262,7 +185,7 @@ def check_tree_attention(model, name: str) -> None:
     siblings = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
     with torch.inference_mode():
         positions = torch.tensor([0, 1, 1], device=device)
-        tree = forward(model, DynamicCache(config=model.config), tokens, positions, siblings)
+        tree = forward(new_cache(model, "eager", 3), tokens, positions, siblings)
         path = model(input_ids=tokens[[0, 2]][None]).logits[0, -1]
     if (tree[2] - path).abs().max() > 0.02 * path.abs().max() + 1e-3:
         raise BadInput(f"model '{name}' does not honour a 4D attention mask (try another attention implementation"
@@ -297,65 +220,61 @@ def config_context(config) -> int:
 
 def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sampling, max_new_tokens: int,
              eos_ids: set[int], generator: torch.Generator,
-             on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False) -> Result:
+             on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
+             engine: str = "eager", reuse: Result | None = None, walk_on_device: bool | None = None) -> Result:
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
     follows the target's own distribution (token for token in greedy mode). `expected` also
-    records each step's `expected_tokens` (for measuring a tree, it costs time)."""
+    records each step's `expected_tokens` (for measuring a tree, it costs time). `engine` is the
+    caches' (`kv.py`; a placed target runs eager whatever is asked); `reuse` is an earlier call's
+    result whose caches this call may take over. The walk runs on the device on a GPU
+    (`walk_on_device` overrides)."""
     device = input_device(target)
     vocab = target.get_output_embeddings().out_features
     context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
+    walk = walk_device if (device.type == "cuda" if walk_on_device is None else walk_on_device) else walk_host
     single = tree_layout([-1], device)
     tokens = list(prompt_ids)
     result = Result(output_ids=[])
-    target_cache, draft_cache = DynamicCache(config=target.config), None
+    room = min(len(tokens) + max_new_tokens, context) + layout.size
+    target_engine = "eager" if getattr(target, "hf_device_map", None) else engine
+    target_cache = fit_cache(reuse and reuse.target_cache, target, target_engine, room)
+    draft_cache = None
     if draft is not None and layout.depth > 0:
-        draft_cache = DynamicCache(config=draft.config)
+        draft_cache = fit_cache(reuse and reuse.draft_cache, draft, engine, room)
     started = time.perf_counter()
     with torch.inference_mode():
         # The prompt but its last token, read before the first step (which reads that token as its
         # root), so that the prefill is timed apart from the steps the cost model predicts.
         prefix = torch.tensor(tokens[:-1], device=device)
         if len(prefix):
-            for model, cache in [(target, target_cache), (draft, draft_cache)]:
+            for cache in (target_cache, draft_cache):
                 if cache is not None:
-                    forward(model, cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device),
-                            last=1)
-        target_cached = draft_cached = len(prefix)
+                    forward(cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device),
+                            last=1, fixed=False)
         sync(device)
         result.prefill_seconds = time.perf_counter() - started
         while True:
             # Near the end of the context, finish with plain steps rather than overflow it.
             step_layout = layout if len(tokens) + layout.depth <= context else single
-            pending = tokens[draft_cached:]
+            root = len(tokens) - 1
             if step_layout.depth > 0:
-                tree, proposals, alive = _draft_tree(draft, draft_cache, pending, step_layout, sampling,
-                                                     vocab, generator, device)
+                pending = on_device(tokens[draft_cache.length:], device)
+                tree, proposals, alive = _draft_tree(draft_cache, pending, step_layout, sampling, vocab, generator)
                 result.draft_forwards += step_layout.depth
             else:
-                tree = torch.tensor(tokens[-1:], device=device)
-                proposals, alive = {}, torch.ones(1, dtype=torch.bool, device=device)
-            chunk = torch.tensor(tokens[target_cached:], device=device)
-            n_chunk, root = len(chunk), len(tokens) - 1
-            positions = torch.cat([root - n_chunk + 1 + torch.arange(n_chunk, device=device),
-                                   root + step_layout.depth_of[1:]])
-            attend = torch.zeros(n_chunk + step_layout.size - 1, n_chunk + step_layout.size - 1,
-                                 dtype=torch.bool, device=device)
-            attend[:n_chunk, :n_chunk] = causal(n_chunk, device)
-            attend[n_chunk:, :n_chunk] = True
-            attend[n_chunk:, n_chunk:] = step_layout.ancestors[1:, 1:]
-            logits = forward(target, target_cache, torch.cat([chunk, tree[1:]]), positions, attend,
-                             last=step_layout.size)
+                tree, proposals = on_device(tokens[-1:], device), None
+                alive = torch.ones(1, dtype=torch.bool, device=device)
+            # The target holds every token but the root: the step's forward is the tree alone.
+            positions = root + step_layout.depth_of
+            logits = forward(target_cache, tree, positions, step_layout.ancestors, last=step_layout.size)
             if expected:
                 result.expected.append(expected_tokens(logits, tree, proposals, alive, step_layout, sampling))
-            path, bonus = _verify(logits, tree, proposals, alive, step_layout, sampling, generator)
+            path, new = walk(logits, tree, proposals, alive, step_layout, sampling, generator)
 
             keep(target_cache, root + 1, [node - 1 for node in path])
-            target_cached = root + 1 + len(path)
             if step_layout.depth > 0:  # the draft never read the deepest level
                 fed = [node - 1 for node in path if step_layout.node_depths[node] < step_layout.depth]
                 keep(draft_cache, root + 1, fed)
-                draft_cached = root + 1 + len(fed)
-            new = tree[path].tolist() + [bonus]
             result.step_tokens.append(len(new))
 
             new, result.stopped_by = _until_stop(new, eos_ids, max_new_tokens - len(result.output_ids))
@@ -368,9 +287,9 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 result.stopped_by = "context"
             if result.stopped_by:
                 # A step cut short at EOS or the budget leaves tokens in the caches that are not kept.
-                keep(target_cache, min(target_cached, len(tokens) - 1), [])
-                if draft_cache is not None and draft_cache.get_seq_length():
-                    keep(draft_cache, min(draft_cached, len(tokens) - 1), [])
+                keep(target_cache, min(target_cache.length, len(tokens) - 1), [])
+                if draft_cache is not None:
+                    keep(draft_cache, min(draft_cache.length, len(tokens) - 1), [])
                 break
     sync(device)
     result.seconds = time.perf_counter() - started

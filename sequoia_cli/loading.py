@@ -32,12 +32,14 @@ class ModelChoice:
     device_map: str | None = None
     max_memory: str | None = None
     offload_folder: str | None = None
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """The checked choice: the models' names (no draft: None) and setups, the device and dtype.
-    `setups` is {"draft": {"quantize", "vocab"}, "target": {"quantize", "vocab", "placement"}}."""
+    """The checked choice: the models' names (no draft: None) and setups, the device, dtype and
+    engine (kv.py; `auto` resolved). `setups` is {"draft": {"quantize", "vocab"}, "target":
+    {"quantize", "vocab", "placement"}}."""
 
     draft_name: str | None
     target_name: str
@@ -45,6 +47,7 @@ class Resolved:
     device: str
     dtype: str
     pair: str | None = None
+    engine: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Loaded:
 def resolve(choice: ModelChoice, need_draft: bool, default_pair: str | None = None) -> Resolved:
     """The names and setups of `choice`; `default_pair` stands in where no model is named. A
     command that needs no draft drops it."""
+    from sequoia_cli.kv import check_engine, engine_for
     from sequoia_cli.models import device_of, dtype_of, placement_of
 
     pair, draft, target = choice.pair, choice.draft, choice.target
@@ -98,10 +102,12 @@ def resolve(choice: ModelChoice, need_draft: bool, default_pair: str | None = No
         raise BadInput("no target model: give target (or pair)", "target", "pair")
     if need_draft and not draft:
         raise BadInput("no draft model: give draft (or pair)", "draft", "pair")
-    device_of(choice.device), dtype_of(choice.dtype)
+    device, _ = device_of(choice.device), dtype_of(choice.dtype)
     draft = draft if need_draft else None
     placement = placement_of(choice.device_map, choice.max_memory, choice.offload_folder)
-    return Resolved(draft, target, setups_of(choice, draft, target, placement), choice.device, choice.dtype, pair)
+    check_engine(choice.engine, device, placement is not None)
+    return Resolved(draft, target, setups_of(choice, draft, target, placement), choice.device, choice.dtype, pair,
+                    engine_for(choice.engine, device, placement is not None))
 
 
 def setups_of(choice: ModelChoice, draft: str | None, target: str, placement: dict | None) -> dict:

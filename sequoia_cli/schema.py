@@ -60,6 +60,10 @@ PATTERN_WORDS = {
 LIMIT_WORDS = {MAX_MS: f"{MAX_MS} (a day)", MAX_SECONDS: f"{MAX_SECONDS} (a year)"}
 
 
+# How forwards ran (kv.ENGINES); a file from before engines has none, and ran eager.
+Engine = Literal["eager", "static", "cuda-graphs"]
+
+
 class Strict(BaseModel):
     """JSON's own types (no number from a string, no `true` as 1), finite numbers; fields this
     version does not know are left to the file's dict. A field declared `= None` may be left out;
@@ -213,6 +217,7 @@ class Plan(Strict):
     draft_counted: bool = None
     device: str | None = None
     dtype: str | None = None
+    engine: Engine = None
     draft_setup: Setup | None = None
     target_setup: Setup | None = None
     candidates: Annotated[list[Candidate], Field(max_length=MAX_CANDIDATES)] = None
@@ -285,6 +290,7 @@ class ProfileFile(Strict):
     draft: Section | None = None
     device: str = None
     dtype: str = None
+    engine: Engine = None
     torch: str = None
     gpu: str = None
     threads: Positive = None
@@ -321,6 +327,7 @@ class StatsFile(Strict):
     target: str = None
     device: str = None
     dtype: str = None
+    engine: Engine = None
 
     @model_validator(mode="after")
     def rules(self):

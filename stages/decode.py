@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sequoia_cli.artifacts import stats_artifact
 from sequoia_cli.engine import (
     Layout,
+    Result,
     Sampling,
     chain_parents,
     check_seed,
@@ -128,7 +129,7 @@ def decode(request: Request, loaded: Loaded, prompts: list[str], show: Callable[
     show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
     records = decode_prompts(target, draft, loaded.tokenizer, prompts, encoded, layout, sampling,
-                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done)
+                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine)
     tree = request.tree or {}
     figures = summarize(records, layout, tree.get("expected_tokens"), predictions(request.tree, request.parents))
     return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
@@ -137,17 +138,20 @@ def decode(request: Request, loaded: Loaded, prompts: list[str], show: Callable[
 def run_facts(request: Request, resolved: Resolved) -> dict:
     """What a stats file records of the run beside its figures."""
     return dict(method=request.method, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-                draft=resolved.draft_name, target=resolved.target_name, device=resolved.device, dtype=resolved.dtype)
+                draft=resolved.draft_name, target=resolved.target_name, device=resolved.device, dtype=resolved.dtype,
+                engine=resolved.engine)
 
 
 def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
                   sampling: Sampling, max_new_tokens: int, seed: int,
-                  on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False) -> dict:
-    """One prompt's generation record (SPEC's generations format); `index` is its place in the
-    run, which picks its random stream. `expected` adds each step's expected tokens."""
+                  on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
+                  engine: str = "eager", reuse: Result | None = None) -> tuple[dict, Result]:
+    """One prompt's generation record (SPEC's generations format) and the engine's result (whose
+    caches a next prompt may `reuse`); `index` is its place in the run, which picks its random
+    stream. `expected` adds each step's expected tokens."""
     generator = prompt_generator(seed, index, input_device(target))
     result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
-                      eos_ids(target, tokenizer), generator, on_tokens, expected)
+                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse)
     record = {
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
@@ -157,18 +161,20 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
     }
     if expected:
         record["expected"] = result.expected
-    return record
+    return record, result
 
 
 def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[list[int]], layout: Layout,
                    sampling: Sampling, max_new_tokens: int, seed: int,
                    on_tokens: Callable[[list[int]], None] | None = None,
-                   on_prompt_done: Callable[[], None] | None = None) -> list[dict]:
-    """One record per prompt, in prompt order; `encoded` holds the prompts' checked token ids."""
-    records = []
+                   on_prompt_done: Callable[[], None] | None = None, engine: str = "eager") -> list[dict]:
+    """One record per prompt, in prompt order; `encoded` holds the prompts' checked token ids.
+    The prompts share the engine's caches."""
+    records, result = [], None
     for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
-        records.append(decode_prompt(target, draft, tokenizer, prompt, ids, index, layout, sampling,
-                                     max_new_tokens, seed, on_tokens))
+        record, result = decode_prompt(target, draft, tokenizer, prompt, ids, index, layout, sampling,
+                                       max_new_tokens, seed, on_tokens, engine=engine, reuse=result)
+        records.append(record)
         if on_prompt_done:
             on_prompt_done()
     return records

@@ -36,7 +36,7 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
         "ms_per_token": cost / expected, "step_ms": cost,
         "autoregressive_ms_per_token": target_ms[1],
         "draft_counted": draft_ms is not None,
-        "device": profile.get("device"), "dtype": profile.get("dtype"),
+        "device": profile.get("device"), "dtype": profile.get("dtype"), "engine": profile.get("engine", "eager"),
         **{f"{role}_setup": profile[role]["setup"] for role in ("target", "draft")
            if (profile.get(role) or {}).get("setup")},
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),

@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from sequoia_cli.artifacts import profile_artifact
-from sequoia_cli.engine import causal, check_seed, forward, input_device, keep, sync
+from sequoia_cli.engine import causal, check_seed, input_device, sync
 from sequoia_cli.engine import context_length as model_context
 from sequoia_cli.errors import BadInput
+from sequoia_cli.kv import forward, keep, new_cache
 from sequoia_cli.loading import Loaded
 
 # Each timing is the fastest of this many forwards back to back: whatever else the machine does
@@ -53,13 +53,14 @@ def token_counts(max_tokens: int) -> list[int]:
 
 
 def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: int, context_length: int,
-               repeats: int, warmup: int, seed: int = 0, on_round_done=None, setups: dict | None = None) -> dict:
+               repeats: int, warmup: int, seed: int = 0, on_round_done=None, setups: dict | None = None,
+               engine: str = "eager") -> dict:
     """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
     target first) at the counts of `token_counts(max_tokens)` in `repeats` interleaved rounds,
-    after `warmup` untimed forwards per (model, count); `setups` ({role: setup}) are recorded
-    beside each model's times."""
+    after `warmup` untimed forwards per (model, count), with the forwards of `engine` (kv.py; a
+    placed model runs eager); `setups` ({role: setup}) are recorded beside each model's times."""
     counts = check_request(models, max_tokens, context_length, repeats, warmup, seed)
-    timers = {role: forward_timer(model, context_length, counts, seed) for role, (_, model) in models.items()}
+    timers = {role: forward_timer(model, context_length, counts, seed, engine) for role, (_, model) in models.items()}
     for timer in timers.values():
         for count in counts:
             for _ in range(warmup):
@@ -72,7 +73,8 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
             sections[role]["setup"] = setup
     device = input_device(models["target"][1])
     target_t1 = [one_round["target", 1] for one_round in rounds]
-    return profile_artifact(machine_facts(device, dtype), context_length, repeats, warmup, sections,
+    engine = "eager" if getattr(models["target"][1], "hf_device_map", None) else engine
+    return profile_artifact(machine_facts(device, dtype, engine), context_length, repeats, warmup, sections,
                             burst=BURST, target_t1_by_round=target_t1, steady=steady(target_t1))
 
 
@@ -87,7 +89,7 @@ def profile(loaded: Loaded, max_tokens: int, context_length: int, repeats: int, 
     check_request(models, max_tokens, context_length, repeats, warmup, seed)
     on_round_done = progress("timing", repeats) if progress else None
     return profile_hw(models, resolved.dtype, max_tokens, context_length, repeats, warmup, seed, on_round_done,
-                      resolved.setups)
+                      resolved.setups, resolved.engine)
 
 
 def steady(target_t1_by_round: list[float]) -> bool:
@@ -114,17 +116,19 @@ def check_request(models: dict[str, tuple[str, object]], max_tokens: int, contex
     return counts
 
 
-def forward_timer(model, context_length: int, counts: list[int], seed: int = 0):
+def forward_timer(model, context_length: int, counts: list[int], seed: int = 0, engine: str = "eager"):
     """A function count -> milliseconds of one forward of `count` random tokens (with the tree mask
-    path decode uses) on top of a cache of `context_length` random tokens, which it keeps: the
-    fastest of BURST."""
+    path decode uses, in `engine`) on top of a cache of `context_length` random tokens, which it
+    keeps: the fastest of BURST."""
     device, vocab = input_device(model), model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    cache = DynamicCache(config=model.config)
+    engine = "eager" if getattr(model, "hf_device_map", None) else engine
+    cache = new_cache(model, engine, context_length + max(counts))
     with torch.inference_mode():
         prefix = torch.randint(0, vocab, (context_length,), generator=generator).to(device)
         if context_length:
-            forward(model, cache, prefix, torch.arange(context_length, device=device), causal(context_length, device))
+            forward(cache, prefix, torch.arange(context_length, device=device), causal(context_length, device),
+                    last=1, fixed=False)
     inputs = {count: (torch.randint(0, vocab, (count,), generator=generator).to(device),
                       context_length + torch.arange(count, device=device), causal(count, device)) for count in counts}
 
@@ -134,7 +138,7 @@ def forward_timer(model, context_length: int, counts: list[int], seed: int = 0):
             for _ in range(BURST):
                 sync(device)
                 started = time.perf_counter()
-                forward(model, cache, *inputs[count])
+                forward(cache, *inputs[count])
                 sync(device)
                 fastest = min(fastest, (time.perf_counter() - started) * 1000.0)
                 keep(cache, context_length, [])
@@ -196,8 +200,9 @@ def monotone(values: list[float], spread: list[list[float]]) -> list[float]:
     return [fit if low <= fit <= high else value for fit, value, (low, high) in zip(fitted, values, spread)]
 
 
-def machine_facts(device: torch.device, dtype: str) -> dict:
-    facts = {"device": str(device), "dtype": dtype, "torch": torch.__version__, "threads": torch.get_num_threads()}
+def machine_facts(device: torch.device, dtype: str, engine: str = "eager") -> dict:
+    facts = {"device": str(device), "dtype": dtype, "engine": engine, "torch": torch.__version__,
+             "threads": torch.get_num_threads()}
     if device.type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
     return facts

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 from scipy.stats import chisquare
-from transformers import DynamicCache
 
-from sequoia_cli.engine import Sampling, causal, chain_parents, forward, generate, tree_layout
+from sequoia_cli.engine import Sampling, causal, chain_parents, generate, tree_layout
+from sequoia_cli.kv import forward, new_cache
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import FAMILIES, noisy_copy, tiny_model
@@ -20,18 +20,29 @@ def prompt(length: int, seed: int, vocab: int = 97) -> list[int]:
     return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+# Each engine, and on a CPU the walk a GPU runs: (engine, walk on the device).
+ENGINES = {"eager": ("eager", False), "static": ("static", False), "static-device-walk": ("static", True)}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tree_forward_equals_path_forward(family):
+@pytest.mark.parametrize("engine", ["eager", "static"])
+def test_tree_forward_equals_path_forward(family, engine):
     model = tiny_model(family, seed=1)
     prefix = prompt(9, 0)
     layout = tree_layout(DP_TREE)
     tokens = torch.tensor(prompt(layout.size, 1))
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
-        forward(model, cache, torch.tensor(prefix[:-1]), torch.arange(8), causal(8, "cpu"))
+        cache = new_cache(model, engine, 8 + layout.size)
+        # Stale entries past the sequence must not matter: fill the room first, then go back.
+        forward(cache, torch.tensor(prompt(8 + layout.size, 2)), torch.arange(8 + layout.size),
+                causal(8 + layout.size, "cpu"), fixed=False)
+        cache.length = 0
+        if engine == "eager":
+            cache = new_cache(model, engine, 0)
+        forward(cache, torch.tensor(prefix[:-1]), torch.arange(8), causal(8, "cpu"), fixed=False)
         # The root (last prefix token) then the tree, as decode feeds the target.
         tokens[0] = prefix[-1]
-        logits = forward(model, cache, tokens, 8 + layout.depth_of, layout.ancestors)
+        logits = forward(cache, tokens, 8 + layout.depth_of, layout.ancestors)
         for node in range(layout.size):
             path, walk = [], node
             while walk > 0:
@@ -48,14 +59,19 @@ def reference_greedy(model, ids: list[int], new: int, eos=None) -> list[int]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("tree", TREES)
-def test_greedy_is_token_identical_to_generate(family, tree):
+@pytest.mark.parametrize("tree", [*TREES, "deep"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_greedy_is_token_identical_to_generate(family, tree, engine):
     target = tiny_model(family, seed=1)
     draft = noisy_copy(target, 0.5)
-    layout = tree_layout(TREES[tree])
+    layout = tree_layout(TREES.get(tree) or best_tree(tree_table([0.8, 0.3, 0.1], 40, 8), 40, 8))
+    kind, on_device = ENGINES[engine]
+    result = None
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
-        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator())
+        # Later prompts reuse the first one's caches, as a run's prompts do.
+        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator(), engine=kind,
+                          reuse=result, walk_on_device=on_device)
         assert result.output_ids == reference_greedy(target, ids, 30)
         assert sum(result.accepted) == 30
 
@@ -73,13 +89,15 @@ def test_greedy_stops_at_eos_like_generate():
 
 
 @pytest.mark.parametrize("family", ["qwen2", "gpt2"])
-def test_greedy_stops_at_the_end_of_the_context_like_generate(family):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_greedy_stops_at_the_end_of_the_context_like_generate(family, engine):
     """Near the end of a 48-token context the loop finishes with plain steps; it stops when the
     context is full, with the target's own greedy tokens."""
     target = tiny_model(family, seed=1, context=48)
     ids = prompt(30, 4)
+    kind, on_device = ENGINES[engine]
     result = generate(target, noisy_copy(target, 0.2), ids, tree_layout(DP_TREE), Sampling(), 100, set(),
-                      torch.Generator())
+                      torch.Generator(), engine=kind, walk_on_device=on_device)
     assert result.stopped_by == "context"
     assert len(ids) + len(result.output_ids) == 48
     assert result.output_ids == reference_greedy(target, ids, 48 - len(ids))
@@ -93,21 +111,23 @@ def test_draft_equal_to_target_accepts_whole_chains():
 
 
 @pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
-def test_caches_hold_exactly_the_accepted_tokens(method):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_caches_hold_exactly_the_accepted_tokens(method, engine):
     target = tiny_model("qwen2", seed=1)
     draft = noisy_copy(target, 0.3)
     ids = prompt(6, 5)
     sampling = Sampling(temperature=1.0, top_p=0.95, method=method)
+    kind, on_device = ENGINES[engine]
     result = generate(target, draft, ids, tree_layout(DP_TREE), sampling, 60, set(),
-                      torch.Generator().manual_seed(0))
+                      torch.Generator().manual_seed(0), engine=kind, walk_on_device=on_device)
     text = ids + result.output_ids
-    assert result.target_cache.get_seq_length() == len(text) - 1
+    assert result.target_cache.length == len(text) - 1
     for model, cache in ((target, result.target_cache), (draft, result.draft_cache)):
-        cached = cache.get_seq_length()
+        cached = cache.length
         rest = text[cached:]
         with torch.inference_mode():
             positions = cached + torch.arange(len(rest))
-            logits = forward(model, cache, torch.tensor(rest), positions, causal(len(rest), "cpu"))
+            logits = forward(cache, torch.tensor(rest), positions, causal(len(rest), "cpu"), fixed=False)
             fresh = model(input_ids=torch.tensor([text])).logits[0, cached:]
         torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
 
@@ -127,14 +147,17 @@ def exact_two_token_distribution(model, ids: list[int], temperature: float, top_
 TWO_LEVELS = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 10, 2), 10, 2)
 
 
-@pytest.mark.parametrize("method,parents", [("sequoia", TWO_LEVELS), ("specinfer", TWO_LEVELS),
-                                            ("topk", TWO_LEVELS), ("sequoia", chain_parents(2))])
-def test_sampled_tokens_follow_the_target(method, parents):
+@pytest.mark.parametrize("method,parents,engine", [
+    ("sequoia", TWO_LEVELS, "eager"), ("specinfer", TWO_LEVELS, "eager"), ("topk", TWO_LEVELS, "eager"),
+    ("sequoia", chain_parents(2), "eager"), ("sequoia", TWO_LEVELS, "static"),
+    ("sequoia", TWO_LEVELS, "static-device-walk"), ("specinfer", TWO_LEVELS, "static-device-walk"),
+    ("topk", TWO_LEVELS, "static-device-walk")])
+def test_sampled_tokens_follow_the_target(method, parents, engine):
     target = tiny_model("qwen2", vocab=6, seed=2)
-    assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), parents, method)
+    assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), parents, method, engine=ENGINES[engine])
 
 
-def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1500):
+def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1500, engine=("eager", False)):
     """Chi-square of the first two generated tokens over many seeds against the target's exact
     joint distribution."""
     vocab = target.get_output_embeddings().weight.shape[0]
@@ -143,8 +166,11 @@ def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1
     layout = tree_layout(parents)
     counts = torch.zeros(vocab * vocab)
     generator = torch.Generator().manual_seed(11)
+    result = None
     for _ in range(runs):
-        out = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator).output_ids
+        result = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator,
+                          engine=engine[0], reuse=result, walk_on_device=engine[1])
+        out = result.output_ids
         counts[out[0] * vocab + out[1]] += 1
     assert counts[exact == 0].sum() == 0, "drew a pair the target cannot produce"
     expected = exact * runs

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 from torch import nn
-from transformers import DynamicCache
 
 from sequoia_cli.engine import Sampling, _draft_tree, generate, tree_layout
 from sequoia_cli.errors import BadInput
+from sequoia_cli.kv import new_cache
 from sequoia_cli.quantize import (
     INT4_GROUP,
     Int4Linear,
@@ -102,8 +102,8 @@ def test_a_sub_vocabulary_draft_never_proposes_another_id():
     generator = torch.Generator().manual_seed(0)
     for temperature, method in ((1.0, "sequoia"), (1.5, "specinfer"), (1.0, "topk"), (0.0, "sequoia")):
         for seed in range(5):
-            tokens, _, alive = _draft_tree(draft, DynamicCache(config=draft.config), prompt(6, seed, 60), layout,
-                                           Sampling(temperature, 1.0, method), 60, generator, "cpu")
+            tokens, _, alive = _draft_tree(new_cache(draft, "eager", 64), torch.tensor(prompt(6, seed, 60)), layout,
+                                           Sampling(temperature, 1.0, method), 60, generator)
             assert all(int(t) % 3 == 0 for t in tokens[1:][alive[1:]])
 
 

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from sequoia_cli.engine import Sampling, _verify, expected_tokens, tree_layout
+from sequoia_cli.engine import Sampling, tree_layout
 from sequoia_cli.sampling import distribution, draw_children, residual, verify_node, without
+from sequoia_cli.walk import expected_tokens, walk_host
 
 
 def draws(q: torch.Tensor, width: int, method: str):
@@ -129,10 +130,10 @@ def tree_step(method: str, temperature: float, top_p: float, seed: int):
     draft_logits = target_logits + torch.randn(layout.size, vocab, generator=generator)
     tokens = torch.zeros(layout.size, dtype=torch.long)
     alive = torch.ones(layout.size, dtype=torch.bool)
-    proposals = {}
+    # As the engine keeps them: a row for every node above the deepest level.
+    proposals = distribution(draft_logits[: layout.level_starts[layout.depth]], temperature, top_p)
     for node, kids in enumerate(layout.children):
         if kids:
-            proposals[node] = distribution(draft_logits[node], temperature, top_p)
             drawn, real = draw_children(proposals[node][None], len(kids), method, generator)
             tokens[kids], alive[kids] = drawn[0], real[0] & alive[node]
     return target_logits, tokens, proposals, alive, layout
@@ -146,7 +147,7 @@ def test_expected_tokens_is_the_mean_of_the_tokens_verification_accepts(method, 
     sampling = Sampling(temperature, top_p, method)
     expected = expected_tokens(*step, sampling)
     generator = torch.Generator().manual_seed(100 + seed)
-    walks = [len(_verify(*step, sampling, generator)[0]) + 1 for _ in range(4000)]
+    walks = [len(walk_host(*step, sampling, generator)[0]) + 1 for _ in range(4000)]
     mean, spread = sum(walks) / len(walks), torch.tensor(walks, dtype=torch.float64).std().item()
     assert 1.0 <= expected <= 4.0
     assert abs(mean - expected) < 4 * spread / math.sqrt(len(walks)) + 1e-9
@@ -155,5 +156,5 @@ def test_expected_tokens_is_the_mean_of_the_tokens_verification_accepts(method, 
 def test_expected_tokens_in_greedy_mode_is_the_walk():
     target_logits, tokens, proposals, alive, layout = tree_step("sequoia", 1.0, 1.0, 0)
     tokens[1] = target_logits[0].argmax()  # the root's first child is the target's choice
-    walk = _verify(target_logits, tokens, {}, alive, layout, Sampling(), None)[0]
-    assert walk[0] == 1 and expected_tokens(target_logits, tokens, {}, alive, layout, Sampling()) == len(walk) + 1
+    walk = walk_host(target_logits, tokens, None, alive, layout, Sampling(), None)[0]
+    assert walk[0] == 1 and expected_tokens(target_logits, tokens, None, alive, layout, Sampling()) == len(walk) + 1

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -112,6 +112,8 @@ class Run:
     eos: set[int]
     pad: int
     seed: int
+    engine: str = "eager"
+    results: dict = field(default_factory=dict)  # engine -> its last decode result, whose caches the next reuses
 
 
 # ---- tree families ---------------------------------------------------------------------------
@@ -170,13 +172,16 @@ def forward_clock(model):
 
 
 def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int,
-               expected: bool = False) -> dict:
+               expected: bool = False, engine: str | None = None) -> dict:
     """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
-    the seconds spent inside each model's forwards; with `expected`, each step's expected tokens."""
+    the seconds spent inside each model's forwards; with `expected`, each step's expected tokens.
+    The run's engine unless `engine` is given; its caches are the run's, reused prompt to prompt."""
+    engine = engine or run.engine
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
-        record = decode_prompt(run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
-                               tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed,
-                               expected=expected)
+        record, run.results[engine] = decode_prompt(
+            run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
+            tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed, expected=expected,
+            engine=engine, reuse=run.results.get(engine))
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
               "step_tokens": record["step_tokens"],

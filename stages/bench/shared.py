@@ -89,7 +89,8 @@ def workload_runs(models: Loaded, config: Config, seed: int) -> list[Run]:
         decoded = [texts[i] for i in indices[workload]["decode"]]
         runs.append(Run(workload, models.target, models.draft, models.tokenizer,
                         encode_prompts(models.tokenizer, decoded, context, setup["chat_template"]),
-                        [texts[i] for i in indices[workload]["acceptance"]], stop, pad, seed))
+                        [texts[i] for i in indices[workload]["acceptance"]], stop, pad, seed,
+                        models.resolved.engine))
     return runs
 
 
@@ -127,7 +128,7 @@ def profile_work(bench: Bench, runs: list[Run], target, label: str, max_tokens: 
         prompts = [ids for run in runs for ids in run.prompt_ids]
         context = int(sum(map(len, prompts)) / len(prompts) + new_tokens / 2)
         return profile_hw({"target": (label, target), "draft": ("draft", runs[0].draft)}, bench.dtype, max_tokens,
-                          context, bench.config.profile_repeats, 1, runs[0].seed)
+                          context, bench.config.profile_repeats, 1, runs[0].seed, engine=runs[0].engine)
     return work
 
 

@@ -1,0 +1,148 @@
+"""Verifying one step's tree: which drafted nodes the target accepts, and the token that ends the
+step, drawn from the target (or its residual where the walk stops).
+
+Two walks with one outcome distribution:
+- `walk_host` goes down the accepted path node by node, verifying a node's children in order
+  (`sampling.verify_node`). It reads numbers on the host at every node: free on a CPU, where it
+  touches only the path's rows of the target's logits.
+- `walk_device` verifies every node's children at once (`verify_rows`, a node's outcome does not
+  depend on which nodes the walk reaches) and finds the path with tensor operations, so that a GPU
+  runs the step without waiting on the host; the step's result crosses to the host in one transfer.
+"""
+
+import torch
+
+from sequoia_cli.sampling import distribution, sample, verify_node
+
+
+def walk_host(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
+              alive: torch.Tensor, layout, sampling, generator: torch.Generator) -> tuple[list[int], list[int]]:
+    """The accepted nodes (root excluded) and the step's new tokens: theirs, then the one drawn
+    from the target. `proposals` row i is the draft distribution node i's children were drawn
+    from (None in greedy mode)."""
+    path, node = [], 0
+    token_list, alive_list = tokens.tolist(), alive.tolist()
+    while True:
+        kids = [k for k in layout.children[node] if alive_list[k]]
+        if sampling.greedy:
+            best = int(target_logits[node].argmax())
+            match = next((k for k in kids if token_list[k] == best), None)
+            if match is None:
+                return path, [token_list[k] for k in path] + [best]
+            path.append(match)
+            node = match
+            continue
+        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
+        if not kids:
+            return path, [token_list[k] for k in path] + [sample(p, generator)]
+        uniforms = torch.rand(len(kids), generator=generator, device=p.device).tolist()
+        chosen, rest, _ = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, uniforms)
+        if chosen is None:
+            return path, [token_list[k] for k in path] + [sample(rest, generator)]
+        node = kids[chosen]
+        path.append(node)
+
+
+def walk_device(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
+                alive: torch.Tensor, layout, sampling, generator: torch.Generator) -> tuple[list[int], list[int]]:
+    """What `walk_host` returns, with one transfer to the host."""
+    size = layout.size
+    if sampling.greedy:
+        best = target_logits.argmax(dim=-1)
+        # Greedy siblings hold distinct tokens: at most one child of a node matches.
+        on_path = (tokens == best[layout.parent_index]) & alive
+    else:
+        p = distribution(target_logits.float(), sampling.temperature, sampling.top_p)
+        rows = 0 if proposals is None else proposals.shape[0]  # the nodes that can have children
+        kids, real = layout.kids[:rows], layout.kid_real[:rows]
+        real = real & alive[kids]
+        uniforms = torch.rand(kids.shape, generator=generator, device=p.device)
+        rank, rest = verify_rows(p[:rows], proposals, tokens[kids], real, sampling.method, uniforms)[:2]
+        chosen = torch.where(rank >= 0, kids.gather(1, rank.clamp_min(0)[:, None])[:, 0], -1)
+        chosen = torch.cat([chosen, torch.full((size - rows,), -1, device=chosen.device)])
+        on_path = chosen[layout.parent_index] == torch.arange(size, device=chosen.device)
+        rest = torch.cat([rest, p[rows:]])
+    on_path[0] = True
+    # A node is reached when it and every ancestor were accepted; those nodes form one root path.
+    reached = ~(layout.ancestors & ~on_path[None, :]).any(dim=-1)
+    deepest = torch.where(reached, layout.depth_of, -1).argmax()
+    bonus = best[deepest] if sampling.greedy else draw(rest[deepest], generator)
+    result = torch.cat([reached.long(), tokens, bonus.reshape(1)]).tolist()
+    path = [node for node in range(1, size) if result[node]]
+    return path, [result[size + node] for node in path] + [result[-1]]
+
+
+def verify_rows(p: torch.Tensor, q: torch.Tensor, children: torch.Tensor, real: torch.Tensor, method: str,
+                uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`sampling.verify_node` for many nodes at once: row i verifies the tokens children[i] (those
+    `real`, in order) against p[i], drawn from q[i]. Returns each row's accepted rank (-1: none),
+    the distribution its last token is then drawn from, and each real child's acceptance
+    probability where it was tried (0 elsewhere)."""
+    rows, width = children.shape
+    target, proposal = p.clone(), q.clone()
+    rank = torch.full((rows,), -1, dtype=torch.long, device=p.device)
+    tried = torch.zeros(rows, width, dtype=p.dtype, device=p.device)
+    for j in range(width):
+        token = children[:, j: j + 1]
+        live = real[:, j] & (rank < 0)
+        target_mass, proposal_mass = target.gather(1, token)[:, 0], proposal.gather(1, token)[:, 0]
+        if method == "topk":
+            accept = target_mass.clamp(max=1.0)
+        else:
+            accept = torch.where(proposal_mass > 0, target_mass / proposal_mass.clamp_min(1e-30), 0.0).clamp(max=1.0)
+        tried[:, j] = torch.where(live, accept, 0.0)
+        accepted = live & (uniforms[:, j] < accept)
+        rank = torch.where(accepted, j, rank)
+        rejected = (live & ~accepted)[:, None]
+        after = _without(target, token) if method == "topk" else _residual(target, proposal)
+        target = torch.where(rejected, after, target)
+        if method == "sequoia":
+            proposal = torch.where(rejected, _without(proposal, token), proposal)
+    return rank, target, tried
+
+
+def _without(dist: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """Each row without its token (rows, 1), renormalized (all zeros where nothing is left)."""
+    dist = dist.scatter(1, token, 0.0)
+    total = dist.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, dist / total.clamp_min(1e-30), dist)
+
+
+def _residual(target: torch.Tensor, proposal: torch.Tensor) -> torch.Tensor:
+    """normalize(max(target - proposal, 0)) by row; a row with no mass left keeps `target`."""
+    rest = (target - proposal).clamp_min(0.0)
+    total = rest.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, rest / total.clamp_min(1e-30), target)
+
+
+def draw(dist: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token from `dist` (a 0-dim tensor, left on the device): the first whose cumulative mass
+    reaches a uniform in (0, total]."""
+    cumulative = dist.cumsum(dim=-1)
+    point = (1.0 - torch.rand((), generator=generator, device=dist.device, dtype=dist.dtype)) * cumulative[-1]
+    return (cumulative < point).sum().clamp(max=len(dist) - 1)
+
+
+def expected_tokens(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
+                    alive: torch.Tensor, layout, sampling) -> float:
+    """The tokens a step adds on average over verification's random draws, given the drafted tree:
+    1 + the sum over nodes of the probability that the walk accepts them. Its mean over steps is the
+    mean of `accepted`, with the variance of the coin flips removed (a tree's size is measured in far
+    fewer steps). A child is reached when every earlier sibling was rejected, whatever the draws,
+    so each node's probability follows from the acceptance probabilities `verify_node` reports."""
+    if sampling.greedy:  # nothing is random: the walk itself
+        return len(walk_host(target_logits, tokens, proposals, alive, layout, sampling, None)[0]) + 1.0
+    token_list, alive_list = tokens.tolist(), alive.tolist()
+    reached = [1.0] + [0.0] * (layout.size - 1)
+    for node in range(layout.size):  # level order: a parent before its children
+        kids = [k for k in layout.children[node] if alive_list[k]]
+        if not kids or reached[node] == 0.0:
+            continue
+        p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
+        # Uniforms above 1 reject every child, so every child's acceptance probability is reported.
+        tried = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, [2.0] * len(kids))[2]
+        rejected_before = reached[node]
+        for kid, accept in zip(kids, tried):
+            reached[kid] = rejected_before * accept
+            rejected_before *= 1.0 - accept
+    return sum(reached)
