@@ -1,9 +1,13 @@
-"""Tiny randomly initialised causal LMs, built in the test process (no download)."""
+"""Tiny randomly initialised causal LMs, built in the test process (no download), on the device
+the tests run on: $SEQUOIA_TEST_DEVICE (cpu where unset; `make gpu-check` sets cuda)."""
+
+import os
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 FAMILIES = ("qwen2", "llama", "gpt2")
+TEST_DEVICE = torch.device(os.environ.get("SEQUOIA_TEST_DEVICE") or "cpu")
 
 
 def tiny_model(family: str = "qwen2", vocab: int = 97, seed: int = 0, layers: int = 2, hidden: int = 32,
@@ -27,7 +31,7 @@ def tiny_model(family: str = "qwen2", vocab: int = 97, seed: int = 0, layers: in
         model.get_output_embeddings().weight.mul_(8.0)
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = 0
-    return model.eval().float()
+    return model.eval().float().to(TEST_DEVICE)
 
 
 def tiny_tokenizer():
