@@ -147,8 +147,8 @@ class Replay:
     def _capture(self) -> None:
         """Capture after one uncaptured call: the cache's tensors exist by then (transformers
         allocates them at the first write), and warm-up runs on a side stream as CUDA asks."""
-        graph = torch.cuda.CUDAGraph()
         try:
+            graph = torch.cuda.CUDAGraph()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):

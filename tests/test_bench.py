@@ -422,7 +422,7 @@ def test_a_run_chosen_by_name_is_the_run_chosen_by_number(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [("3,x", "no experiment 'x'"), ("wallclock", "no experiment 'wallclock'"),
-                                           ("3,8", "no experiment '8'"), ("", "no experiment ''"),
+                                           ("3,9", "no experiment '9'"), ("", "no experiment ''"),
                                            ("3,,4", "no experiment ''")])
 def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
     with pytest.raises(BadInput, match=message) as refused:
@@ -433,7 +433,7 @@ def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
 
 
 @pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((6,), "need 3"), ((4, 5), r"need 3 \(wall-clock\)"),
-                                             ((3, 6, 8), "no experiment 8; choose among 1 scalability"),
+                                             ((3, 6, 9), "no experiment 9; choose among 1 scalability"),
                                              ((), "choose among 1 scalability")])
 def test_experiments_that_cannot_run_are_refused(chosen, message):
     with pytest.raises(BadInput, match=message):

@@ -10,7 +10,8 @@ experiment is one entry here and its module.
 4. hardware: the optimizer's pick against a sweep of DP trees, greedy, beside the cost model's prediction;
 5. dp: the DP's own run time;
 6. overhead: the decode loop's time outside the model forwards;
-7. offload: the target offloaded (most of its weights on disk), its tree against autoregressive decoding.
+7. offload: the target offloaded (most of its weights on disk), its tree against autoregressive decoding;
+8. engines: the device's engines side by side: t(1), Sequoia tokens/s, start-up.
 """
 
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.bench import hardware, offload, plots, sections, step_counts, timing
+from stages.bench import engines, hardware, offload, plots, sections, step_counts, timing
 from stages.bench.harness import Config
 from stages.bench.shared import WORKLOADS, Bench, setting_name
 
@@ -60,6 +61,8 @@ EXPERIMENTS = (
                needs=(3,), reads="3's runs"),
     Experiment(7, "offload", "Offloaded target", offload.run_offload, offload.offload_work,
                sections.offloaded_section, offload.offload_settings),
+    Experiment(8, "engines", "Engines", engines.run_engines, engines.engines_work, engines.engines_section,
+               engines.engines_settings),
 )
 BY_NUMBER = {experiment.number: experiment for experiment in EXPERIMENTS}
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}

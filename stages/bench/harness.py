@@ -56,7 +56,7 @@ class Config:
     dp_width: int = 32
     resamples: int = 2000  # bootstrap resamples per interval
     # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time.
-    experiments: tuple = (1, 2, 3, 4, 5, 6)
+    experiments: tuple = (1, 2, 3, 4, 5, 6, 8)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"
     offload_prompts: int = 3
@@ -79,7 +79,7 @@ FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(
               acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
               sweep_tokens=96, chain_max_size=4,
-              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7))
+              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8))
 
 
 def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:
@@ -172,16 +172,17 @@ def forward_clock(model):
 
 
 def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int,
-               expected: bool = False, engine: str | None = None) -> dict:
+               expected: bool = False, engine: str | None = None, fresh: bool = False) -> dict:
     """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
     the seconds spent inside each model's forwards; with `expected`, each step's expected tokens.
-    The run's engine unless `engine` is given; its caches are the run's, reused prompt to prompt."""
+    The run's engine unless `engine` is given; its caches are the run's, reused prompt to prompt
+    unless `fresh`."""
     engine = engine or run.engine
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
         record, run.results[engine] = decode_prompt(
             run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
             tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed, expected=expected,
-            engine=engine, reuse=run.results.get(engine))
+            engine=engine, reuse=None if fresh else run.results.get(engine))
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
               "step_tokens": record["step_tokens"],

@@ -22,7 +22,7 @@ from stages.profile_hw import profile_hw
 # HumanEval's prompts are code for the model to continue; MT-Bench's are questions to a chat model.
 WORKLOADS = {"humaneval": {"chat_template": False}, "mt-bench": {"chat_template": True}}
 SETTINGS = {"greedy": Sampling(), "sampled": Sampling(0.6, 0.9)}  # experiment 3's two settings
-ROWS = ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead", "dp")
+ROWS = ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead", "dp", "engines")
 
 
 def sampling_at(temperature: float, top_p: float = 1.0, method: str = "sequoia") -> Sampling:
@@ -121,14 +121,15 @@ def vector_of(vectors: dict, sampling: Sampling) -> list[float]:
 
 
 def profile_work(bench: Bench, runs: list[Run], target, label: str, max_tokens: int,
-                 new_tokens: int) -> Callable[[], dict]:
+                 new_tokens: int, engine: str | None = None) -> Callable[[], dict]:
     """A cell measuring the profile of `target` (named `label`) and the draft up to `max_tokens` tokens,
-    at the decode's typical KV cache: the mean prompt of `runs` plus half the `new_tokens` each decodes."""
+    at the decode's typical KV cache: the mean prompt of `runs` plus half the `new_tokens` each decodes;
+    with the runs' engine unless `engine` is given."""
     def work():
         prompts = [ids for run in runs for ids in run.prompt_ids]
         context = int(sum(map(len, prompts)) / len(prompts) + new_tokens / 2)
         return profile_hw({"target": (label, target), "draft": ("draft", runs[0].draft)}, bench.dtype, max_tokens,
-                          context, bench.config.profile_repeats, 1, runs[0].seed, engine=runs[0].engine)
+                          context, bench.config.profile_repeats, 1, runs[0].seed, engine=engine or runs[0].engine)
     return work
 
 

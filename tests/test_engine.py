@@ -1,0 +1,211 @@
+"""The engines behind decode: the batched verification equals the node-by-node one, the device
+walk reads the host once per step, an engine the device cannot serve is refused, a failed CUDA
+graph capture falls back to uncaptured forwards."""
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+from sequoia_cli.engine import Sampling, chain_parents, generate, tree_layout
+from sequoia_cli.errors import BadInput
+from sequoia_cli.kv import check_engine, engine_for
+from sequoia_cli.sampling import distribution, draw_children, verify_node
+from sequoia_cli.tree import best_tree, tree_table
+from sequoia_cli.walk import expected_tokens, verify_rows, walk_device, walk_host
+from tests.conftest import assert_one_line_error, sequoia
+from tests.tiny import TEST_DEVICE, noisy_copy, tiny_model
+
+DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+def test_batched_verification_is_verify_node_row_by_row(method):
+    """Every node's verification at once gives each node what verify_node gives it: the accepted
+    child, the acceptance probability of each child tried, the distribution left."""
+    generator = torch.Generator().manual_seed(3)
+    vocab, width = 7, 3
+    rows = 40
+    p = distribution(2.0 * torch.randn(rows, vocab, generator=generator, dtype=torch.float64), 0.8, 0.9)
+    q = distribution(2.0 * torch.randn(rows, vocab, generator=generator, dtype=torch.float64), 0.8, 0.9)
+    children, real = draw_children(q, width, method, generator)
+    real[::5, 1:] = False  # some nodes with fewer children
+    uniforms = torch.rand(rows, width, generator=generator, dtype=torch.float64)
+    rank, rest, tried = verify_rows(p, q, children, real, method, uniforms)
+    for row in range(rows):
+        kids = [int(t) for t, r in zip(children[row], real[row]) if r]
+        chosen, left, accepts = verify_node(p[row], q[row], kids, method, uniforms[row, : len(kids)].tolist())
+        assert int(rank[row]) == (-1 if chosen is None else chosen)
+        torch.testing.assert_close(tried[row, : len(accepts)], torch.tensor(accepts, dtype=torch.float64))
+        torch.testing.assert_close(rest[row], left)
+
+
+def drafted_step(method: str, temperature: float, seed: int, greedy_match: bool = False):
+    """A drafted tree with the target's logits at every node, as a step holds them."""
+    generator = torch.Generator().manual_seed(seed)
+    layout = tree_layout([-1, 0, 0, 0, 1, 1, 2, 4, 4])
+    vocab = 6
+    target_logits = 1.5 * torch.randn(layout.size, vocab, generator=generator)
+    draft_logits = target_logits + torch.randn(layout.size, vocab, generator=generator)
+    tokens = torch.zeros(layout.size, dtype=torch.long)
+    alive = torch.ones(layout.size, dtype=torch.bool)
+    proposals = distribution(draft_logits[: layout.level_starts[layout.depth]], temperature, 1.0)
+    for node, kids in enumerate(layout.children):
+        if kids:
+            drawn, real = draw_children(proposals[node][None], len(kids), method, generator)
+            tokens[kids], alive[kids] = drawn[0], real[0] & alive[node]
+    if greedy_match:  # the target agrees along the first children: the walk goes deep
+        alive[:] = True
+        for node in (1, 4, 7):
+            siblings = layout.children[layout.parents[node]]
+            best = target_logits[layout.parents[node]].argmax()
+            # Greedy siblings are distinct tokens (the draft's top-k): swap the best in, keep them distinct.
+            holder = next((k for k in siblings if tokens[k] == best), None)
+            if holder is not None:
+                tokens[holder] = tokens[node]
+            tokens[node] = best
+    return target_logits, tokens, proposals, alive, layout
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_device_walk_is_the_host_walk(seed):
+    logits, tokens, _, alive, layout = drafted_step("topk", 1.0, seed, greedy_match=seed % 2 == 0)
+    device = walk_device(logits, tokens, None, alive, layout, Sampling(), None)
+    assert device == walk_host(logits, tokens, None, alive, layout, Sampling(), None)
+    assert seed % 2 or len(device[0]) == 3
+
+
+@pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
+def test_sampled_device_walk_accepts_what_verification_expects(method):
+    step = drafted_step(method, 0.7, 5)
+    sampling = Sampling(0.7, 1.0, method)
+    expected = expected_tokens(*step, sampling)
+    generator = torch.Generator().manual_seed(9)
+    walks = torch.tensor([len(walk_device(*step, sampling, generator)[0]) + 1.0 for _ in range(3000)])
+    assert abs(walks.mean() - expected) < 4 * walks.std() / len(walks) ** 0.5 + 1e-9
+
+
+def count_host_reads(monkeypatch) -> list:
+    """Record every read of a tensor's values into Python (each one a sync on a GPU)."""
+    reads = []
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_static_step_with_the_device_walk_reads_the_host_once(monkeypatch, temperature):
+    target = tiny_model("qwen2", seed=1)
+    draft = noisy_copy(target, 0.3)
+    layout = tree_layout(DP_TREE, TEST_DEVICE)
+    ids = list(range(3, 12))
+    sampling = Sampling(temperature, 1.0, "sequoia")
+    generator = torch.Generator(device=TEST_DEVICE).manual_seed(0)
+    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine="static", walk_on_device=True)
+    reads = count_host_reads(monkeypatch)
+    result = generate(target, draft, ids, layout, sampling, 24, set(), generator, engine="static", reuse=warm,
+                      walk_on_device=True)
+    assert reads == ["tolist"] * len(result.accepted)
+
+
+def test_an_engine_the_device_or_placement_cannot_serve_is_refused():
+    cpu = torch.device("cpu")
+    with pytest.raises(BadInput, match="cuda-graphs needs a CUDA device"):
+        check_engine("cuda-graphs", cpu, placed=False)
+    with pytest.raises(BadInput, match="placed or offloaded target"):
+        check_engine("static", cpu, placed=True)
+    with pytest.raises(BadInput, match="not one of"):
+        check_engine("fast", cpu, placed=False)
+    assert engine_for("auto", cpu, placed=True) == "eager"
+    assert engine_for("auto", torch.device("cuda"), placed=False) == "cuda-graphs"
+
+
+def test_the_cli_refuses_an_engine_in_one_line(pair):
+    draft, target = pair
+    base = ["decode", "--draft", draft, "--target", target, "--method", "chain", "--chain-length", "2",
+            "--prompt", "hi", "--dtype", "float32"]
+    assert_one_line_error(sequoia(*base, "--engine", "cuda-graphs"), "--engine", "CUDA")
+    assert_one_line_error(sequoia(*base, "--engine", "warp"), "--engine", "warp")
+    assert_one_line_error(sequoia(*base, "--engine", "static", "--max-memory", "cpu=1GiB"), "--engine", "eager")
+
+
+@pytest.mark.skipif(TEST_DEVICE.type == "cuda", reason="on CUDA the capture succeeds")
+def test_a_failed_capture_warns_and_the_forwards_run_uncaptured():
+    """Where CUDA graphs cannot be captured (here: no CUDA), each forward shape warns once and the
+    decode stays the target's own."""
+    target = tiny_model("llama", seed=2)
+    draft = noisy_copy(target, 0.3)
+    ids = list(range(5, 14))
+    layout = tree_layout(chain_parents(3))
+    reference = generate(target, draft, ids, layout, Sampling(), 20, set(), torch.Generator())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = generate(target, draft, ids, layout, Sampling(), 20, set(), torch.Generator(), engine="cuda-graphs")
+    assert again.output_ids == reference.output_ids
+    shapes = {(count, rows) for cache in (again.target_cache, again.draft_cache) for count, rows in cache.replays}
+    failures = [w for w in caught if "CUDA graph capture failed" in str(w.message)]
+    assert 1 <= len(failures) <= len(shapes)
+
+
+@pytest.mark.skipif(TEST_DEVICE.type != "cuda", reason="counts GPU synchronizations")
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_captured_step_synchronizes_once(temperature):
+    """On CUDA, a step of the cuda-graphs engine waits for the GPU once: when its result is read."""
+    target = tiny_model("qwen2", seed=1)
+    draft = noisy_copy(target, 0.3)
+    layout = tree_layout(DP_TREE, TEST_DEVICE)
+    ids = list(range(3, 12))
+    sampling = Sampling(temperature, 1.0, "sequoia")
+    generator = torch.Generator(device=TEST_DEVICE).manual_seed(0)
+    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine="cuda-graphs")
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = generate(target, draft, ids, layout, sampling, 24, set(), generator, engine="cuda-graphs",
+                              reuse=warm)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    # One read per step, and the end-of-prompt clock reads (prefill and the end of the call).
+    assert len(syncs) <= len(result.accepted) + 2, [str(w.message) for w in syncs[:5]]
+
+
+def test_every_engine_decodes_the_same_greedy_tokens_through_the_cli(pair, tmp_path):
+    draft, target = pair
+    outputs = []
+    for engine in ("eager", "static", "auto"):
+        done = sequoia("decode", "--draft", draft, "--target", target, "--method", "chain", "--chain-length", "3",
+                       "--prompt", "hello", "--greedy", "--max-new-tokens", "12", "--dtype", "float32",
+                       "--no-chat-template", "--engine", engine, "--stats", str(tmp_path / f"{engine}.json"))
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0].strip()
+    assert [json_engine(tmp_path / f"{e}.json") for e in ("eager", "static", "auto")] == ["eager", "static", "static"]
+
+
+def json_engine(path) -> str:
+    import json
+
+    return json.loads(path.read_text())["engine"]
+
+
+def test_level_index_tensors_place_each_child_under_its_parent():
+    layout = tree_layout(DP_TREE)
+    for level, (rows, ranks) in enumerate(zip(layout.parent_rows, layout.child_ranks), start=1):
+        nodes = range(layout.level_starts[level], layout.level_starts[level + 1])
+        for node, row, rank in zip(nodes, rows.tolist(), ranks.tolist()):
+            parent = layout.parents[node]
+            assert parent == layout.level_starts[level - 1] + row
+            assert layout.children[parent][rank] == node
+    for node, kids in enumerate(layout.children):
+        assert layout.kids[node][layout.kid_real[node]].tolist() == kids
+    assert list(itertools.accumulate(len(k) for k in layout.children))[-1] == layout.size - 1
