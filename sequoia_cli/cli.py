@@ -326,7 +326,7 @@ def decode_command(
     writable(out=out, stats=stats)
     prompts = [prompt] if streaming else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
     resolved = resolve(models, request.needs_draft)
-    for warning in stage.setup_mismatches(request.tree, resolved.setups):
+    for warning in stage.setup_mismatches(request.tree, resolved.setups, resolved.engine):
         console.print(f"warning: {warning}", soft_wrap=True)
     loaded = load(resolved, stage.fits(request, prompts))
     with Bars() as bars:

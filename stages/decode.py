@@ -97,14 +97,18 @@ def fits(request: Request, prompts: list[str]) -> Callable:
     return check
 
 
-def setup_mismatches(tree: dict | None, setups: dict) -> list[str]:
+def setup_mismatches(tree: dict | None, setups: dict, engine: str | None = None) -> list[str]:
     """One line per model whose setup differs from the one the tree was planned for (its
-    acceptance vector's, its profile's; placement changes the speed, not the acceptance)."""
+    acceptance vector's, its profile's; placement changes the speed, not the acceptance), and one
+    where the run's engine is not the one its profile timed (the speeds planned for differ)."""
     if not tree:
         return []
+    planned_engine = tree.get("plan", {}).get("engine")
+    engine_lines = [] if engine is None or planned_engine in (None, engine) else [
+        f"the tree was planned from a profile of the {planned_engine} engine; this run's engine is {engine}"]
     planned = [("an acceptance vector", tree.get("source", {}), ("quantize", "vocab")),
                ("a profile", tree.get("plan", {}), ("quantize", "vocab", "placement"))]
-    lines = []
+    lines = list(engine_lines)
     for role in ("draft", "target"):
         for origin, record, keys in planned:
             setup = record.get(f"{role}_setup")

@@ -11,10 +11,16 @@ import torch
 from typer.testing import CliRunner
 
 from sequoia_cli.cli import main
-from tests.tiny import save_tiny_pair
+from tests.tiny import TEST_DEVICE, save_tiny_pair
 
 # Tiny models lose more to thread hand-offs than they gain; CI has 2 cores.
 torch.set_num_threads(1)
+if TEST_DEVICE.type == "cuda":
+    # TF32 rounds float32 matmul inputs to a 10-bit mantissa, and which kernel (so which rounding) runs
+    # depends on the shapes: a tree forward and generate's one-token forwards would then differ by far
+    # more than float32 rounding, and greedy decoding would stop being token-identical to generate.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 @dataclass

@@ -10,7 +10,7 @@ from sequoia_cli.engine import Sampling, causal, chain_parents, generate, tree_l
 from sequoia_cli.kv import forward, new_cache
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
-from tests.tiny import FAMILIES, noisy_copy, tiny_model
+from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, tiny_model
 
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
 TREES = {"single": [-1], "chain": chain_parents(5), "star": [-1] + [0] * 7, "dp": DP_TREE}
@@ -20,7 +20,8 @@ def prompt(length: int, seed: int, vocab: int = 97) -> list[int]:
     return torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-# Each engine, and on a CPU the walk a GPU runs: (engine, walk on the device).
+# Each engine with the host walk, and the static one with the device walk, on any test device:
+# (engine, walk on the device).
 ENGINES = {"eager": ("eager", False), "static": ("static", False), "static-device-walk": ("static", True)}
 
 
@@ -29,17 +30,18 @@ ENGINES = {"eager": ("eager", False), "static": ("static", False), "static-devic
 def test_tree_forward_equals_path_forward(family, engine):
     model = tiny_model(family, seed=1)
     prefix = prompt(9, 0)
-    layout = tree_layout(DP_TREE)
-    tokens = torch.tensor(prompt(layout.size, 1))
+    layout = tree_layout(DP_TREE, TEST_DEVICE)
+    tokens = torch.tensor(prompt(layout.size, 1), device=TEST_DEVICE)
     with torch.inference_mode():
         cache = new_cache(model, engine, 8 + layout.size)
         # Stale entries past the sequence must not matter: fill the room first, then go back.
-        forward(cache, torch.tensor(prompt(8 + layout.size, 2)), torch.arange(8 + layout.size),
-                causal(8 + layout.size, "cpu"), fixed=False)
+        forward(cache, torch.tensor(prompt(8 + layout.size, 2), device=TEST_DEVICE),
+                torch.arange(8 + layout.size, device=TEST_DEVICE), causal(8 + layout.size, TEST_DEVICE), fixed=False)
         cache.length = 0
         if engine == "eager":
             cache = new_cache(model, engine, 0)
-        forward(cache, torch.tensor(prefix[:-1]), torch.arange(8), causal(8, "cpu"), fixed=False)
+        forward(cache, torch.tensor(prefix[:-1], device=TEST_DEVICE), torch.arange(8, device=TEST_DEVICE),
+                causal(8, TEST_DEVICE), fixed=False)
         # The root (last prefix token) then the tree, as decode feeds the target.
         tokens[0] = prefix[-1]
         logits = forward(cache, tokens, 8 + layout.depth_of, layout.ancestors)
@@ -48,12 +50,12 @@ def test_tree_forward_equals_path_forward(family, engine):
             while walk > 0:
                 path.insert(0, int(tokens[walk]))
                 walk = layout.parents[walk]
-            plain = model(input_ids=torch.tensor([prefix + path])).logits[0, -1]
+            plain = model(input_ids=torch.tensor([prefix + path], device=TEST_DEVICE)).logits[0, -1]
             torch.testing.assert_close(logits[node], plain, atol=1e-4, rtol=1e-4)
 
 
 def reference_greedy(model, ids: list[int], new: int, eos=None) -> list[int]:
-    out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=new,
+    out = model.generate(torch.tensor([ids], device=TEST_DEVICE), do_sample=False, max_new_tokens=new,
                          eos_token_id=eos, pad_token_id=0)
     return out[0, len(ids):].tolist()
 
@@ -64,14 +66,14 @@ def reference_greedy(model, ids: list[int], new: int, eos=None) -> list[int]:
 def test_greedy_is_token_identical_to_generate(family, tree, engine):
     target = tiny_model(family, seed=1)
     draft = noisy_copy(target, 0.5)
-    layout = tree_layout(TREES.get(tree) or best_tree(tree_table([0.8, 0.3, 0.1], 40, 8), 40, 8))
+    layout = tree_layout(TREES.get(tree) or best_tree(tree_table([0.8, 0.3, 0.1], 40, 8), 40, 8), TEST_DEVICE)
     kind, on_device = ENGINES[engine]
     result = None
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
         # Later prompts reuse the first one's caches, as a run's prompts do.
-        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator(), engine=kind,
-                          reuse=result, walk_on_device=on_device)
+        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator(device=TEST_DEVICE),
+                          engine=kind, reuse=result, walk_on_device=on_device)
         assert result.output_ids == reference_greedy(target, ids, 30)
         assert sum(result.accepted) == 30
 
@@ -83,8 +85,8 @@ def test_greedy_stops_at_eos_like_generate():
     eos = free_run[17]  # a token the target emits mid-way
     expected = reference_greedy(target, ids, 40, eos=eos)
     assert expected[-1] == eos and len(expected) < 40
-    result = generate(target, noisy_copy(target, 0.3), ids, tree_layout(DP_TREE), Sampling(), 40, {eos},
-                      torch.Generator())
+    result = generate(target, noisy_copy(target, 0.3), ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 40,
+                      {eos}, torch.Generator(device=TEST_DEVICE))
     assert result.output_ids == expected and result.stopped_by == "eos"
 
 
@@ -96,8 +98,8 @@ def test_greedy_stops_at_the_end_of_the_context_like_generate(family, engine):
     target = tiny_model(family, seed=1, context=48)
     ids = prompt(30, 4)
     kind, on_device = ENGINES[engine]
-    result = generate(target, noisy_copy(target, 0.2), ids, tree_layout(DP_TREE), Sampling(), 100, set(),
-                      torch.Generator(), engine=kind, walk_on_device=on_device)
+    result = generate(target, noisy_copy(target, 0.2), ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 100,
+                      set(), torch.Generator(device=TEST_DEVICE), engine=kind, walk_on_device=on_device)
     assert result.stopped_by == "context"
     assert len(ids) + len(result.output_ids) == 48
     assert result.output_ids == reference_greedy(target, ids, 48 - len(ids))
@@ -105,8 +107,8 @@ def test_greedy_stops_at_the_end_of_the_context_like_generate(family, engine):
 
 def test_draft_equal_to_target_accepts_whole_chains():
     target = tiny_model("llama", seed=4)
-    result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4)), Sampling(), 25, set(),
-                      torch.Generator())
+    result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4), TEST_DEVICE), Sampling(), 25,
+                      set(), torch.Generator(device=TEST_DEVICE))
     assert result.accepted == [5, 5, 5, 5, 5]
 
 
@@ -118,17 +120,18 @@ def test_caches_hold_exactly_the_accepted_tokens(method, engine):
     ids = prompt(6, 5)
     sampling = Sampling(temperature=1.0, top_p=0.95, method=method)
     kind, on_device = ENGINES[engine]
-    result = generate(target, draft, ids, tree_layout(DP_TREE), sampling, 60, set(),
-                      torch.Generator().manual_seed(0), engine=kind, walk_on_device=on_device)
+    result = generate(target, draft, ids, tree_layout(DP_TREE, TEST_DEVICE), sampling, 60, set(),
+                      torch.Generator(device=TEST_DEVICE).manual_seed(0), engine=kind, walk_on_device=on_device)
     text = ids + result.output_ids
     assert result.target_cache.length == len(text) - 1
     for model, cache in ((target, result.target_cache), (draft, result.draft_cache)):
         cached = cache.length
         rest = text[cached:]
         with torch.inference_mode():
-            positions = cached + torch.arange(len(rest))
-            logits = forward(cache, torch.tensor(rest), positions, causal(len(rest), "cpu"), fixed=False)
-            fresh = model(input_ids=torch.tensor([text])).logits[0, cached:]
+            positions = cached + torch.arange(len(rest), device=TEST_DEVICE)
+            logits = forward(cache, torch.tensor(rest, device=TEST_DEVICE), positions, causal(len(rest), TEST_DEVICE),
+                             fixed=False)
+            fresh = model(input_ids=torch.tensor([text], device=TEST_DEVICE)).logits[0, cached:]
         torch.testing.assert_close(logits, fresh, atol=1e-4, rtol=1e-4)
 
 
@@ -136,9 +139,10 @@ def exact_two_token_distribution(model, ids: list[int], temperature: float, top_
     from sequoia_cli.sampling import distribution
 
     with torch.inference_mode():
-        first = distribution(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), temperature, top_p)
+        first = distribution(model(input_ids=torch.tensor([ids], device=TEST_DEVICE)).logits[0, -1].double(),
+                             temperature, top_p)
         vocab = len(first)
-        batch = torch.tensor([ids + [x] for x in range(vocab)])
+        batch = torch.tensor([ids + [x] for x in range(vocab)], device=TEST_DEVICE)
         second = distribution(model(input_ids=batch).logits[:, -1].double(), temperature, top_p)
     return (first[:, None] * second).flatten()
 
@@ -162,10 +166,10 @@ def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1
     joint distribution."""
     vocab = target.get_output_embeddings().weight.shape[0]
     ids, temperature, top_p = [1, 4, 2], 0.5, 0.9
-    exact = exact_two_token_distribution(target, ids, temperature, top_p)
-    layout = tree_layout(parents)
+    exact = exact_two_token_distribution(target, ids, temperature, top_p).cpu()  # counted on the host
+    layout = tree_layout(parents, TEST_DEVICE)
     counts = torch.zeros(vocab * vocab)
-    generator = torch.Generator().manual_seed(11)
+    generator = torch.Generator(device=TEST_DEVICE).manual_seed(11)
     result = None
     for _ in range(runs):
         result = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator,

@@ -209,3 +209,14 @@ def test_level_index_tensors_place_each_child_under_its_parent():
     for node, kids in enumerate(layout.children):
         assert layout.kids[node][layout.kid_real[node]].tolist() == kids
     assert list(itertools.accumulate(len(k) for k in layout.children))[-1] == layout.size - 1
+
+
+def test_decode_warns_when_the_tree_was_planned_for_another_engine():
+    from stages.decode import setup_mismatches
+
+    setups = {"draft": {"quantize": "none", "vocab": None}, "target": {"quantize": "none", "vocab": None}}
+    tree = {"parents": [-1, 0], "plan": {"engine": "eager"}}
+    assert setup_mismatches(tree, setups, "eager") == []
+    assert setup_mismatches(tree, setups, "static") == [
+        "the tree was planned from a profile of the eager engine; this run's engine is static"]
+    assert setup_mismatches({"parents": [-1, 0], "plan": {}}, setups, "static") == []

@@ -53,10 +53,11 @@ def noisy_copy(model, noise: float, seed: int = 0):
     import copy
 
     draft = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # noise drawn on the host: one draft on every device
     with torch.no_grad():
         for weight in draft.parameters():
-            weight.add_(noise * weight.std().nan_to_num(0.0) * torch.randn(weight.shape, generator=generator))
+            sample = torch.randn(weight.shape, generator=generator).to(weight.device)
+            weight.add_(noise * weight.std().nan_to_num(0.0) * sample)
     return draft
 
 
