@@ -117,7 +117,8 @@ def measure(request: Request, loaded: Loaded, dataset: str, progress=None) -> di
     resolved = loaded.resolved
     run = dict(draft=resolved.draft_name, target=resolved.target_name, dataset=dataset, device=resolved.device,
                dtype=resolved.dtype, draft_setup=resolved.setups["draft"], target_setup=resolved.setups["target"])
-    return measure_acceptance(loaded.target, loaded.draft, loaded.tokenizer, request, on_prompt_done, run)
+    return measure_acceptance(loaded.target, loaded.draft, loaded.tokenizer, request, on_prompt_done, run,
+                              resolved.engine)
 
 
 def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
@@ -157,10 +158,11 @@ def _logits(model, ids: list[int], start: int, vocab: int) -> torch.Tensor:
 
 
 def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_done=None,
-                       run: dict | None = None) -> dict:
+                       run: dict | None = None, engine: str = "eager") -> dict:
     """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts and the ranks, plus the
     `run` fields given (models, data set, device, ...). The request's shard (I, N) measures the
-    prompts I, I + N, I + 2N, ... only, each with the random stream it has in the whole run."""
+    prompts I, I + N, I + 2N, ... only, each with the random stream it has in the whole run. The
+    target's own continuations are generated with `engine`'s forwards."""
     sampling, width, seed = request.sampling, request.width, request.seed
     continuation_tokens, part, parts = request.continuation_tokens, *request.shard
     vocab = target.get_output_embeddings().out_features
@@ -169,11 +171,13 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
     ranks_by_prompt = {}
+    generated = None  # the last continuation's result, whose cache the next one reuses
     for index, (prompt_ids, continuation) in fitted.items():
         generator = prompt_generator(seed, index, input_device(target))
         if continuation is None:
-            continuation = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
-                                    continuation_tokens, stop, generator).output_ids
+            generated = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
+                                 continuation_tokens, stop, generator, engine=engine, reuse=generated)
+            continuation = generated.output_ids
         ids = prompt_ids + continuation
         draft_logits = _logits(draft, ids, len(prompt_ids), vocab)
         ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width, generator)

@@ -105,7 +105,7 @@ def measure_vectors(bench: Bench, settings: dict[str, Sampling]) -> None:
             request = Request(records, sampling, config.width, config.continuation, run.seed,
                               chat_template=WORKLOADS[run.workload]["chat_template"])
             vectors[name] = bench.store.cell(f"acceptance | {run.workload} | {name}", partial(
-                measure_acceptance, run.target, run.draft, run.tokenizer, request))
+                measure_acceptance, run.target, run.draft, run.tokenizer, request, engine=run.engine))
             bench.tick(f"{run.workload}: acceptance at {name}", config.acceptance_prompts * config.continuation)
         bench.results["vectors"] += [{"workload": run.workload, "setting": name, **vector}
                                      for name, vector in vectors.items()]
