@@ -106,18 +106,23 @@ def resolve(choice: ModelChoice, need_draft: bool, default_pair: str | None = No
     draft = draft if need_draft else None
     placement = placement_of(choice.device_map, choice.max_memory, choice.offload_folder)
     check_engine(choice.engine, device, placement is not None)
-    return Resolved(draft, target, setups_of(choice, draft, target, placement), choice.device, choice.dtype, pair,
+    setups = setups_of(choice, draft, target, placement, device.type)
+    return Resolved(draft, target, setups, choice.device, choice.dtype, pair,
                     engine_for(choice.engine, device, placement is not None))
 
 
-def setups_of(choice: ModelChoice, draft: str | None, target: str, placement: dict | None) -> dict:
-    """Each model's setup: the options given, else the defaults of the pair a model comes from
-    (its `setup:` in configs/), else no quantization and the whole vocabulary; the target's
-    placement (models.placement_of), None for whole on the device."""
+def setups_of(choice: ModelChoice, draft: str | None, target: str, placement: dict | None, device_type: str) -> dict:
+    """Each model's setup: the options given, else the defaults of the pair a model comes from on
+    this device type (`cpu`, `cuda`): its `setup:` in configs/ with its `setup_<device type>:`
+    over it, else no quantization and the whole vocabulary; the target's placement
+    (models.placement_of), None for whole on the device."""
     from sequoia_cli.quantize import QUANTIZE
 
     def default(name, role, key):
-        return pair_config(name)[role].get("setup", {}).get(key) if name in pair_names() else None
+        if name not in pair_names():
+            return None
+        model = pair_config(name)[role]
+        return {**model.get("setup", {}), **model.get(f"setup_{device_type}", {})}.get(key)
 
     vocab = choice.draft_vocab if choice.draft_vocab is not None else default(draft, "draft", "vocab")
     setups = {"target": {"quantize": choice.target_quantize or default(target, "target", "quantize") or "none",

@@ -12,6 +12,8 @@ from sequoia_cli.errors import BadInput, SetupError
 ROLES = ("target", "draft")
 MODEL_KEYS = ("name", "license", "gguf", "size", "sha256", "packages")
 MARKER = "sequoia-complete.json"
+# A model's default setup on every device, then what a device type changes of it.
+SETUP_KEYS = ("setup", "setup_cpu", "setup_cuda")
 
 
 def configs_dir() -> Path:
@@ -56,14 +58,19 @@ def check_pair_config(config, path: Path) -> None:
         packages = model["packages"]
         if not packages or not all(isinstance(pin, str) and "==" in pin for pin in packages):
             raise BadInput(f"{path}: '{role}.packages' must be a list of 'name==version' pins")
-        setup = model.get("setup", {})
+        unknown = [key for key in model if str(key).startswith("setup") and key not in SETUP_KEYS]
+        if unknown:
+            raise BadInput(f"{path}: '{role}.{unknown[0]}' is not a setup: a model's setups are"
+                           f" {', '.join(SETUP_KEYS)}")
         allowed = {"quantize", "vocab"} if role == "draft" else {"quantize"}
-        if not isinstance(setup, dict) or set(setup) - allowed:
-            raise BadInput(f"{path}: '{role}.setup' may set only {', '.join(sorted(allowed))}")
-        if setup.get("quantize", "none") not in QUANTIZE:
-            raise BadInput(f"{path}: '{role}.setup.quantize' is not one of {', '.join(QUANTIZE)}")
-        if "vocab" in setup and not (isinstance(setup["vocab"], int) and setup["vocab"] > 0):
-            raise BadInput(f"{path}: '{role}.setup.vocab' must be a positive integer")
+        for key in SETUP_KEYS:
+            setup = model.get(key, {})
+            if not isinstance(setup, dict) or set(setup) - allowed:
+                raise BadInput(f"{path}: '{role}.{key}' may set only {', '.join(sorted(allowed))}")
+            if setup.get("quantize", "none") not in QUANTIZE:
+                raise BadInput(f"{path}: '{role}.{key}.quantize' is not one of {', '.join(QUANTIZE)}")
+            if "vocab" in setup and not (isinstance(setup["vocab"], int) and setup["vocab"] > 0):
+                raise BadInput(f"{path}: '{role}.{key}.vocab' must be a positive integer")
 
 
 def cache_dir() -> Path:

@@ -1,15 +1,23 @@
 """Cheaper models for the same exact decode: weight-only quantization of a model's linear layers,
 and a draft output layer over a sub-vocabulary.
 
-On a CPU a forward reads every weight once, so its time follows the weights' bytes: int8 halves
-bf16's, int4 quarters it. The draft only proposes, and verification uses the distribution the
-draft really sampled from, so neither change can alter what decode outputs; a quantized target
-*is* another model, against which every speedup is then measured.
+A one-token forward reads every weight once, so its time follows the weights' bytes wherever the
+reads outweigh the rest: int8 halves bf16's bytes, int4 quarters them. The draft only proposes, and
+verification uses the distribution the draft really sampled from, so neither change can alter what
+decode outputs; a quantized target *is* another model, against which every speedup is then measured.
 
-Kernels: PyTorch's own weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`)
-on CPU; on other devices the weights are dequantized inside the forward (exact same numbers,
-slower). The bf16 layers left on a CPU get their weights reordered once into oneDNN's blocked
-layout (PackedLinear): the same products, without the stock path's slow reading of the plain one.
+Kernels: only PyTorch's own weight-only kernels, each fed the packing it reads, made once where
+the weight lives (models are on their device before they are set up):
+
+- CPU: `_weight_int8pack_mm` for int8, `_weight_int4pack_mm_for_cpu` for int4.
+- CUDA: `_weight_int4pack_mm` for int4, a tensor-core kernel for compute capability 8.0 and above.
+  int8 is refused on CUDA: PyTorch has no weight-only int8 kernel there, and dequantizing every
+  weight in every forward would make the "cheaper" draft slower than the bf16 one.
+
+A device or GPU that lacks the kernel is a one-line error before anything loads (check_kernels),
+never a slow fallback. Both int4 kernels take bf16 activations: other dtypes are cast there and back.
+The bf16 layers left on a CPU get their weights reordered once into oneDNN's blocked layout
+(PackedLinear): the same products, without the stock path's slow reading of the plain one.
 """
 
 import torch
@@ -18,12 +26,15 @@ from torch import nn
 from sequoia_cli.errors import BadInput
 
 QUANTIZE = ("none", "int8", "int4")
-INT4_GROUP = 32  # input columns sharing one int4 scale and zero
-INT4_TILES = 8  # the CPU int4 kernel's packing: K must be a multiple of 16 * tiles
+INT4_GROUP = 32  # input columns sharing one int4 scale and zero (the CUDA kernel takes 32 to 256)
+INT4_TILES = 8  # both int4 kernels' packing: K must be a multiple of 16 * tiles
+# PyTorch's weight-only kernels by device type and mode; nothing else runs a quantized layer.
+KERNELS = {("cpu", "int8"): "_weight_int8pack_mm", ("cpu", "int4"): "_weight_int4pack_mm_for_cpu",
+           ("cuda", "int4"): "_weight_int4pack_mm"}
 
 
 class Int8Linear(nn.Module):
-    """A linear layer whose weight is int8 with one scale per output row (symmetric)."""
+    """A linear layer whose weight is int8 with one scale per output row (symmetric); CPU only."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -39,54 +50,56 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        if flat.is_cpu:
-            out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale.to(flat.dtype))
-        else:
-            out = flat @ (self.weight_int8.to(flat.dtype) * self.scale.to(flat.dtype)[:, None]).T
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, self.scale.to(flat.dtype))
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
+def int4_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight's int4 codes (int32, its shape, 0..15) and its scales and zeros, (groups, rows, 2)
+    bf16 as both kernels read them: w = (q - 8) * scale + zero within each group of INT4_GROUP
+    input columns."""
+    weight = weight.detach().float()
+    rows, cols = weight.shape
+    groups = weight.reshape(rows, cols // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+    # Scale and zero as the kernels read them (bf16); the codes are computed from those.
+    scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
+    zero = (low + 8.0 * scale).to(torch.bfloat16).float()
+    q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15)
+    scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return q.to(torch.int32).reshape(rows, cols), scales_and_zeros
+
+
+def nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """int4 codes two to a byte as the CUDA packing reads them, (rows, cols / 2) uint8: column 2j
+    in the high nibble, column 2j + 1 in the low one."""
+    return (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+
+
 class Int4Linear(nn.Module):
-    """A linear layer whose weight is int4 in groups of INT4_GROUP input columns, each group with
-    a scale and a zero point: w = (q - 8) * scale + zero, q in 0..15."""
+    """A linear layer whose weight is int4 in groups of INT4_GROUP input columns (int4_codes),
+    packed once, on the weight's device, for that device's kernel."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = linear.weight.detach().float()
-        rows, cols = weight.shape
-        groups = weight.reshape(rows, cols // INT4_GROUP, INT4_GROUP)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-        # Scale and zero as the kernel reads them (bf16); the codes are computed from those.
-        scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
-        zero = (low + 8.0 * scale).to(torch.bfloat16).float()
-        q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15)
-        q = q.to(torch.int32).reshape(rows, cols)
-        # The CPU kernel's packing, else the plain codes to dequantize in the forward.
-        on_cpu = weight.is_cpu
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, INT4_TILES)
-                             if on_cpu else None)
-        self.register_buffer("q", None if on_cpu else q.to(torch.uint8))
-        # (groups, rows, 2): (scale, zero) in the layout the kernel reads.
-        self.register_buffer("scales_and_zeros",
-                             torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16))
+        codes, scales_and_zeros = int4_codes(linear.weight)
+        if codes.is_cpu:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INT4_TILES)
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack(nibbles(codes), INT4_TILES)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
-    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        scale, zero = self.scales_and_zeros.float().transpose(0, 1).unbind(-1)
-        groups = self.q.float().reshape(self.out_features, -1, INT4_GROUP)
-        return ((groups - 8.0) * scale[..., None] + zero[..., None]).reshape(self.out_features, -1).to(dtype)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        if self.packed is not None:
-            # The kernel takes bf16 activations; other dtypes go through it and come back.
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), self.packed, INT4_GROUP,
-                                                             self.scales_and_zeros).to(flat.dtype)
-        else:
-            out = flat @ self.dequantized(flat.dtype).T
+        # Both kernels take contiguous bf16 activations: a no-op for a bf16 model.
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
+        aten = torch.ops.aten
+        kernel = aten._weight_int4pack_mm_for_cpu if self.packed.is_cpu else aten._weight_int4pack_mm
+        out = kernel(flat, self.packed, INT4_GROUP, self.scales_and_zeros).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -125,8 +138,8 @@ def pack_linears(model: nn.Module) -> nn.Module:
 
 
 def fits(linear: nn.Linear, mode: str) -> bool:
-    """Whether the layer's shape suits the mode's kernel: int4 packs 16 rows and 16 * INT4_TILES
-    columns at a time."""
+    """Whether the layer's shape suits the mode's kernel: int4 packs 16 rows (the CPU kernel's
+    blocks; the CUDA kernel's 8-row tiles divide them) and 16 * INT4_TILES columns at a time."""
     return mode == "int8" or (linear.out_features % 16 == 0 and linear.in_features % (16 * INT4_TILES) == 0)
 
 
@@ -138,6 +151,7 @@ def quantize_linears(model: nn.Module, mode: str) -> nn.Module:
         raise BadInput(f"quantize '{mode}' is not one of {', '.join(QUANTIZE)}")
     if mode == "none":
         return model
+    check_kernels(mode, next(model.parameters()).device, "quantize")
     return replace_linears(model, lambda linear: fits(linear, mode), Int8Linear if mode == "int8" else Int4Linear)
 
 
@@ -199,10 +213,22 @@ def keep_vocab(model: nn.Module, ids: list[int]) -> nn.Module:
 
 
 def check_kernels(mode: str, device: torch.device, setting: str) -> None:
-    """A CPU quantization needs PyTorch's weight-only kernel for it (other devices dequantize)."""
-    kernel = {"int8": "_weight_int8pack_mm", "int4": "_weight_int4pack_mm_for_cpu"}.get(mode)
-    if kernel and device.type == "cpu" and not hasattr(torch.ops.aten, kernel):
-        raise BadInput(f"{setting} {mode}: this PyTorch ({torch.__version__}) has no {mode} CPU kernel", setting)
+    """A quantization needs PyTorch's weight-only kernel for it on the device (KERNELS), and the
+    CUDA int4 kernel a GPU of compute capability 8.0 or above (it runs on tensor cores)."""
+    if mode == "none":
+        return
+    kernel = KERNELS.get((device.type, mode))
+    if kernel is None:
+        usable = [other for kind, other in KERNELS if kind == device.type] + ["none"]
+        raise BadInput(f"{setting} {mode}: PyTorch has no weight-only {mode} kernel for {device.type}; use"
+                       f" {' or '.join(usable)}", setting)
+    if not hasattr(torch.ops.aten, kernel):
+        raise BadInput(f"{setting} {mode}: this PyTorch ({torch.__version__}) has no {mode} kernel for"
+                       f" {device.type}", setting)
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise BadInput(f"{setting} {mode}: PyTorch's CUDA int4 kernel needs compute capability 8.0 or above, this"
+                       f" GPU has {major}.{minor}; use none", setting)
 
 
 def set_up(model: nn.Module, tokenizer, quantize: str, vocab: int | None) -> nn.Module:
