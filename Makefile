@@ -29,7 +29,7 @@ endif
 RUN := runs/$(PAIR)/$(DEVICE)-$(DTYPE)/$(SETTING)
 MODELS := --pair $(PAIR) --device $(DEVICE) --dtype $(DTYPE)
 
-.PHONY: setup lint test demo fetch bench bench-quick clean
+.PHONY: setup lint test demo fetch bench bench-quick gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,17 @@ bench: fetch
 
 bench-quick: fetch
 	$(SEQUOIA) bench --quick $(MODELS) --out-dir runs/bench-quick $(RESUME)
+
+# The GPU check (stages/bench/gpu_check.py), report in runs/gpu-check/: `make gpu-check DEVICE=cuda`
+# first runs the exactness tests on the device, then the check, and fails if either failed;
+# `make gpu-check DEVICE=cpu` (CI) runs the check alone, on shrunk shapes. On a machine without
+# the venv (no network), PYTHON_BIN=python3 runs that python from the source tree, installing nothing.
+PYTHON_BIN ?= $(BIN)/python
+GPU_TESTS := $(wildcard tests/test_decode.py tests/test_verifier.py tests/test_quantize.py tests/test_engine.py)
+gpu-check: $(if $(filter $(BIN)/python,$(PYTHON_BIN)),setup)
+	rc=0; if [ "$(DEVICE)" != cpu ]; then \
+	  SEQUOIA_TEST_DEVICE=$(DEVICE) $(PYTHON_BIN) -m pytest -q -p no:cacheprovider $(GPU_TESTS) || rc=$$?; fi; \
+	$(PYTHON_BIN) -c 'from sequoia_cli.cli import main; main()' gpu-check --device $(DEVICE) && exit $$rc
 
 clean:
 	rm -rf runs

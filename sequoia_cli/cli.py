@@ -370,9 +370,9 @@ def bench_command(
     """Measure the paper's claims on a model pair (default: qwen2.5-coder), on HumanEval and
     MT-Bench: tokens per step against tree size and temperature, wall clock against Hugging Face
     generate (plain and assisted, greedy and sampled), the optimizer's pick against a sweep of
-    trees, the DP's run time and the loop's overhead. The methods of a block run back to back on
-    each prompt, in rotated order; figures are geometric means over prompts with 95% bootstrap
-    intervals."""
+    trees, the DP's run time, the loop's overhead and the device's engines side by side. The methods
+    of a block run back to back on each prompt, in rotated order; figures are geometric means over
+    prompts with 95% bootstrap intervals."""
     from sequoia_cli.loading import DEFAULT_PAIR, labels, resolve
     from stages import bench as stage
 
@@ -383,6 +383,36 @@ def bench_command(
     with Bars() as bars:
         report = stage.bench(plan, loaded, bars.task)
     console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
+
+
+@app.command("gpu-check", epilog="Example: sequoia gpu-check --device cuda")
+def gpu_check_command(
+    device: Annotated[str, option("cpu, cuda or cuda:N. On a CPU the shapes are shrunk (hidden and intermediate"
+                                  " sizes / 16, layers / 8, vocabulary 512), so that the check runs in seconds.")]
+    = "cpu",
+    out: Annotated[str | None, option("Folder for report.md and report.json. Default: runs/gpu-check.")] = None,
+    quick: Annotated[bool, option("32 new tokens per run, one timed round, profiles up to 32 tokens in 2 rounds;"
+                                  " the full check decodes 64 tokens in 3 rounds and profiles up to 128 tokens in"
+                                  " 5.", "--quick")] = False,
+):
+    """Settle the decode engines on this machine with random-weight models of the built-in pair's
+    shapes (Qwen2.5-Coder 1.5B and 0.5B) and the paper's (Llama-2-7B and Llama-68M): per engine
+    (eager against cuda-graphs on CUDA, static on a CPU), each model's t(n), decode's time per step
+    (autoregressive, a chain of 4, the planned tree) beside the profile's prediction, and the speedup
+    optimize predicts from the pairs' real acceptance vectors (configs/acceptance/); on the paper's
+    pair, t(n) against the official A100 figures. `make gpu-check DEVICE=cuda` runs the exactness
+    tests on the device first."""
+    from sequoia_cli.models import device_of
+    from stages.bench.gpu_check import DEFAULT_OUT_DIR, gpu_check
+    from stages.bench.gpu_report import write_report
+
+    where = device_of(device)
+    folder = out or DEFAULT_OUT_DIR
+    writable(out=f"{folder}/report.md")
+    with Bars() as bars:
+        for report in gpu_check(where, quick, bars.task):
+            path = write_report(folder, report)
+    console.print(f"wall time {report['seconds']:.1f} s; report -> {path} (report.json beside it)")
 
 
 def main(args: list[str] | None = None) -> None:
