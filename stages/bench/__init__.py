@@ -83,7 +83,7 @@ def bench(plan: Plan, loaded: Loaded, progress: Callable | None = None) -> Path:
     state = Bench(plan.store, config, loaded, workload_runs(loaded, config, plan.seed),
                   (lambda label, weight: advance(weight, label)) if advance else (lambda label, weight: None),
                   plan.seed, plan.dtype)
-    facts = machine(input_device(loaded.target), plan.dtype)
+    facts = machine(input_device(loaded.target), plan.dtype, loaded.resolved.engine)
     measure_vectors(state, vector_settings(config))
     for experiment in chosen_experiments(config):
         experiment.run(state)

@@ -287,10 +287,10 @@ def load_average() -> list[float] | None:
         return None
 
 
-def machine(device: torch.device, dtype: str) -> dict:
+def machine(device: torch.device, dtype: str, engine: str = "eager") -> dict:
     import transformers
 
-    facts = machine_facts(device, dtype)
+    facts = machine_facts(device, dtype, engine)
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:

@@ -22,7 +22,8 @@ def machine_lines(results: dict) -> list[str]:
     m, models, load = results["machine"], results["models"], results["load_average"]
     return [f"- models: target `{models.get('target', '?')}`, draft `{models.get('draft', '?')}`",
             f"- machine: {m['cpu']} ({m['cores']} cores), {m.get('gpu', 'no GPU')}; device {m['device']},"
-            f" dtype {m['dtype']}, torch threads {m['threads']}; load average (1, 5, 15 min) at start"
+            f" dtype {m['dtype']}, engine {m.get('engine', 'eager')}, torch threads {m['threads']}; load average"
+            " (1, 5, 15 min) at start"
             f" {load['start']}, at end {load['end']}",
             f"- versions: torch {m['torch']}, transformers {m['transformers']}, Python {m['python']},"
             f" {m['platform']}, code {m['code'] or 'unknown'}; {m['date']}"]
