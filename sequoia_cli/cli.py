@@ -74,7 +74,7 @@ MODEL_OPTIONS = {
                        " at every forward)."),
     "engine": (str, "auto", "How forwards run: eager (dynamic KV caches, any placement), static (preallocated"
                " caches, fixed-shape forwards) or cuda-graphs (static, each forward captured once and replayed;"
-               " CUDA only). auto: cuda-graphs on CUDA, static on a CPU, eager for a placed target."),
+               " CUDA only). auto: cuda-graphs on CUDA, else eager."),
 }
 
 

@@ -232,10 +232,10 @@ def check_engine(engine: str, device: torch.device, placed: bool) -> None:
 
 
 def engine_for(engine: str, device: torch.device, placed: bool) -> str:
-    """The engine a run uses: `auto` is cuda-graphs on CUDA, static on a CPU, and eager for a
-    target placed across devices or streamed from disk."""
+    """The engine a run uses: `auto` is cuda-graphs on CUDA (launches, not bytes, bound a small
+    model's forward there) and eager on a CPU, where a forward costs its bytes either way and the
+    bench measures the static engine no faster end to end (docs/results.md, experiment 8); eager
+    too for a target placed across devices or streamed from disk."""
     if engine != "auto":
         return engine
-    if placed:
-        return "eager"
-    return "cuda-graphs" if device.type == "cuda" else "static"
+    return "cuda-graphs" if device.type == "cuda" and not placed else "eager"

@@ -44,7 +44,6 @@ from sequoia_cli.artifacts import read_acceptance, read_profile, timings
 from sequoia_cli.cost import interpolate, step_ms
 from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
 from sequoia_cli.errors import one_line
-from sequoia_cli.kv import engine_for
 from sequoia_cli.models import dtype_of
 from sequoia_cli.pairs import configs_dir
 from sequoia_cli.quantize import Int4Linear, Int8Linear, PackedLinear, set_up
@@ -99,9 +98,9 @@ PAIRS = (
 
 
 def engines_of(device: torch.device) -> tuple[str, ...]:
-    """The engines compared on `device`: eager, and the one `auto` picks there (cuda-graphs on
-    CUDA, static on a CPU)."""
-    return ("eager", engine_for("auto", device, placed=False))
+    """The engines compared on `device`: eager, and the fixed-shape one the device serves
+    (cuda-graphs on CUDA, static on a CPU)."""
+    return ("eager", "cuda-graphs" if device.type == "cuda" else "static")
 
 
 def shape(name: str) -> dict:
@@ -282,7 +281,7 @@ def check_pair(pair: Pair, device: torch.device, mode: Mode, advance: Callable, 
         result["official"] = official_rows(official[OFFICIAL], profiles)
     tick()
     trees = {"autoregressive": [-1], f"chain of {CHAIN}": chain_parents(CHAIN)}
-    # The tree planned from the first vector with the last engine profiled (auto's, where it ran).
+    # The tree planned from the first vector with the last engine profiled (the fixed-shape one, where it ran).
     sequoia = next((plan for plan in plans if profiles and plan["profile"] == list(profiles)[-1]), None)
     if sequoia:
         trees["sequoia"], result["sequoia"] = sequoia["parents"], sequoia

@@ -1,7 +1,7 @@
 """Experiments 1 and 2, tokens per step with no clock: how a tree's tokens per step grow with its size,
 per tree family (1, scalability), and how they hold up over temperatures, per verification method
 at one DP tree (2, robustness). A step counts the tokens it adds on average over verification's
-draws (`engine.expected_tokens`), which has the realized tokens' mean without their coin flips."""
+draws (`walk.expected_tokens`), which has the realized tokens' mean without their coin flips."""
 
 from functools import partial
 
@@ -55,7 +55,7 @@ def robustness_work(config: Config) -> int:
 
 def step_interval(results: list[dict], resamples: int, seed: int, base: list[dict] | None = None) -> dict:
     """Tokens per step over every step of every prompt, each step counted by its expected tokens
-    (averaged over verification's draws, see `engine.expected_tokens`), with its interval; over
+    (averaged over verification's draws, see `walk.expected_tokens`), with its interval; over
     the base's on the same prompts when given."""
     def parts(cells):
         return [sum(r["expected"]) for r in cells], [len(r["expected"]) for r in cells]
