@@ -61,6 +61,12 @@ def write_text(path: str, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to the file `path` as `write_text` writes text (no standard output: bytes go
+    to a file)."""
     if not path:
         raise BadInput("the output path is empty: give a file name, or - for standard output")
 
@@ -70,8 +76,8 @@ def write_text(path: str, text: str) -> None:
     target = Path(os.path.realpath(path))
     if target.exists() and not (target.is_file() or target.is_dir()):
         try:  # renaming over a device or a FIFO would replace it with a regular file
-            with open(target, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with open(target, "wb") as handle:
+                handle.write(data)
         except OSError as err:
             raise cannot(err) from None
         return
@@ -81,8 +87,8 @@ def write_text(path: str, text: str) -> None:
     except OSError as err:
         raise cannot(err) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, target)
     except OSError as err:  # a folder in the way, a full disk

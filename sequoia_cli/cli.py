@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 
 MODEL_HELP = "A Hugging Face id, a local folder, or a pair name from configs/ (e.g. qwen2.5-coder)."
-DATA_HELP = "A prompt set: .jsonl/.json/.txt/.parquet file or a built-in name (mt-bench, humaneval)."
+DATA_HELP = ("A prompt set: .jsonl/.json/.txt/.parquet file or a built-in name (mt-bench, humaneval, spec-bench,"
+             " or one Spec-Bench subtask: spec-bench:mt-bench|translation|summarization|qa|math_reasoning|rag).")
 
 
 def option(help: str, *names: str) -> typer.Option:
@@ -284,6 +285,54 @@ def optimize_command(
 def show_command(tree: str = typer.Argument(..., help="A sequoia-tree/1 file ('-' for standard input).")):
     """Draw a tree with each node's rank and the probability that it is reached."""
     render.tree_drawing(artifacts.read_tree(tree))
+
+
+@app.command("export-tree", epilog="Example: sequoia export-tree tree.json --format growmap --out tree.pt")
+def export_tree_command(
+    tree: Annotated[str, typer.Argument(help="A sequoia-tree/1 file ('-' for standard input).")],
+    format: Annotated[str, option("eagle-choices (TensorRT-LLM's eagle_choices / medusa_choices: every node's path"
+                                  " of 0-based child ranks), growmap (the official Sequoia code's torch.save dict, a"
+                                  " .pt file) or growmap-json (the same keys as JSON lists, as UMbreLLa keeps"
+                                  " them).")],
+    out: Annotated[str, option("Where to write ('-' for standard output, the JSON formats only).")] = "-",
+):
+    """Write a tree in another engine's format, its nodes numbered level by level. A greedy tree
+    means the same there (rank k: the draft's k-th most likely token); a stochastic tree's k-th
+    child is sequoia's k-th draw without replacement, which an engine's top-k choices are not."""
+    from stages.tree_interchange import check_export, export_tree
+
+    check_export(format, out)
+    writable(out=out)
+    loaded = artifacts.read_tree(tree)
+    content = export_tree(loaded, format)
+    if isinstance(content, bytes):
+        artifacts.write_bytes(out, content)
+    else:
+        artifacts.write_text(out, content)
+    console.print(f"tree of size {loaded['size']}, depth {loaded['depth']} as {format} -> {out}")
+
+
+@app.command("import-tree", epilog="Example: sequoia import-tree A100-C4-68m-7b-greedy.pt --acceptance acc.json"
+             " --out tree.json")
+def import_tree_command(
+    source: Annotated[str, typer.Argument(help="A growmap (.pt from the official Sequoia code, or UMbreLLa's JSON)"
+                                               " or an eagle-choices JSON list ('-' for standard input).")],
+    out: Out,
+    acceptance: Annotated[str | None, option("A sequoia-acceptance/1 file: rate the tree's expected tokens under it,"
+                                                " as build-tree does.")] = None,
+):
+    """Read a tree from another engine's file into a sequoia-tree/1, numbered level by level."""
+    from stages.tree_interchange import import_tree
+
+    if source == "-" and acceptance == "-":
+        raise BadInput("SOURCE and --acceptance cannot both be standard input")
+    writable(out=out)
+    tree = import_tree(source, artifacts.read_acceptance(acceptance) if acceptance else None)
+    artifacts.write_json(out, tree)
+    if "expected_tokens" in tree:
+        render.tree_summary(tree, out)
+    else:
+        console.print(f"tree of size {tree['size']}, depth {tree['depth']} -> {out}")
 
 
 @app.command("decode", epilog="Example: sequoia decode --pair qwen2.5-coder --tree tree.json"

@@ -1,4 +1,5 @@
 """Prompt sets: a built-in set's name, or a local .jsonl/.json/.txt/.parquet file read with `datasets`.
+A built-in set with subtasks takes one after a colon: `spec-bench:translation`.
 
 In .jsonl/.json/.parquet files the prompt is the `prompt` field unless another is named; a list of
 strings there counts as a conversation's turns, and the first turn is the prompt (as in MT-Bench).
@@ -15,7 +16,11 @@ BUILTIN_SETS = {
     "mt-bench": {"file": "mt_bench_question.jsonl", "field": "turns"},
     # HumanEval's 164 problems; the reference is the canonical solution, which continues the prompt.
     "humaneval": {"file": "HumanEval.jsonl.gz", "field": "prompt"},
+    # Spec-Bench's 480 questions, 80 per subtask: MT-Bench's 80 two-turn questions first.
+    "spec-bench": {"file": "spec_bench_question.jsonl.gz", "field": "turns"},
 }
+# Spec-Bench's subtasks in its own words; its MT-Bench questions carry MT-Bench's eight categories.
+SPEC_BENCH_SUBTASKS = ("mt-bench", "translation", "summarization", "qa", "math_reasoning", "rag")
 LOADERS = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "parquet"}
 # Fields holding a known good continuation or answer, tried in this order.
 REFERENCE_FIELDS = ("reference", "canonical_solution")
@@ -30,6 +35,12 @@ def load_prompt_records(source: str, field: str | None = None,
     """[{"prompt": str, "reference": str | None}, ...] in file order, at most `max_prompts`."""
     if max_prompts is not None and max_prompts < 1:
         raise BadInput(f"{source}: max_prompts is {max_prompts}: use at least 1 prompt", "max_prompts")
+    subtask = None
+    if source.startswith("spec-bench:"):
+        source, subtask = source.split(":", 1)
+        if subtask not in SPEC_BENCH_SUBTASKS:
+            raise BadInput(f"spec-bench:{subtask}: no such Spec-Bench subtask"
+                           f" (subtasks: {', '.join(SPEC_BENCH_SUBTASKS)})")
     builtin = BUILTIN_SETS.get(source)
     if builtin:
         path, field = DATA_DIR / builtin["file"], field or builtin["field"]
@@ -45,7 +56,7 @@ def load_prompt_records(source: str, field: str | None = None,
             raise BadInput(f"{path}: a .txt file has one prompt per line and no fields to pick from")
         records = text_records(path)
     else:
-        records = field_records(path, loader, field or "prompt")
+        records = field_records(path, loader, field or "prompt", subtask)
     if not records:
         raise BadInput(f"{path}: no prompts in it")
     return records[:max_prompts]
@@ -64,8 +75,11 @@ def text_records(path: Path) -> list[dict]:
     return [{"prompt": line, "reference": None} for line in lines if line.strip()]
 
 
-def field_records(path: Path, loader: str, field: str) -> list[dict]:
+def field_records(path: Path, loader: str, field: str, subtask: str | None = None) -> list[dict]:
+    """The records of a file with fields; with `subtask`, only the Spec-Bench rows of that subtask."""
     dataset = read_dataset(path, loader)
+    if subtask is not None:
+        dataset = dataset.filter(lambda row: spec_bench_subtask(row["category"]) == subtask)
     if field not in dataset.column_names:
         present = ", ".join(dataset.column_names) or "none"
         raise BadInput(f"{path}: no field '{field}' (fields present: {present})")
@@ -80,6 +94,10 @@ def field_records(path: Path, loader: str, field: str) -> list[dict]:
         reference = first_text(row[reference_field]) if reference_field else None
         records.append({"prompt": prompt, "reference": reference})
     return records
+
+
+def spec_bench_subtask(category: str) -> str:
+    return category if category in SPEC_BENCH_SUBTASKS else "mt-bench"
 
 
 def first_text(value) -> str | None:

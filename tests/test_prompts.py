@@ -135,3 +135,30 @@ def test_field_on_txt(tmp_path):
 def test_max_prompts_must_be_positive(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}])
     assert_bad(path, "at least 1", max_prompts=0)
+
+
+def test_spec_bench_has_six_subtasks_of_80():
+    import hashlib
+
+    from sequoia_cli.prompts import DATA_DIR, SPEC_BENCH_SUBTASKS
+
+    assert len(load_prompt_records("spec-bench")) == 480
+    raw = gzip.decompress((DATA_DIR / "spec_bench_question.jsonl.gz").read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == "4b6d33e79484f9841c487ee87d1cf6aa8c6066f61d5d482ff09e5a007fafdf04"
+    by_subtask = {name: load_prompt_records(f"spec-bench:{name}") for name in SPEC_BENCH_SUBTASKS}
+    assert {name: len(records) for name, records in by_subtask.items()} == dict.fromkeys(SPEC_BENCH_SUBTASKS, 80)
+    assert [r["prompt"] for r in by_subtask["mt-bench"]] == load_prompts("mt-bench")
+    assert all(r["prompt"].startswith("Translate") for r in by_subtask["translation"])
+    assert all(r["reference"] for r in by_subtask["translation"])
+
+
+def test_an_unknown_spec_bench_subtask_is_one_line(tmp_path):
+    from tests.conftest import assert_one_line_error, sequoia
+
+    out = tmp_path / "acc.json"
+    done = sequoia("measure-acceptance", "--target", "t", "--draft", "d", "--data", "spec-bench:poetry",
+                   "--greedy", "--out", out)
+    assert_one_line_error(done, "spec-bench:poetry", "translation")
+    assert not out.exists()
+    with pytest.raises(BadInput, match="no such Spec-Bench subtask"):
+        load_prompt_records("spec-bench:")
