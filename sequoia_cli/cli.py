@@ -358,6 +358,9 @@ def decode_command(
     seed: Annotated[int | None, option("Makes a run repeatable; each prompt gets its own stream.")] = None,
     out: Annotated[str | None, option("Write one JSON line per prompt here ('-': standard output; default for"
                                          " --data).")] = None,
+    turns: Annotated[str, option("first: a multi-turn record's first turn only. all: every turn in order, each"
+                                 " after the earlier turns and the model's own answers, one JSON line per turn"
+                                 " (with `turn`: 1, 2, ...).")] = "first",
     stats: Annotated[str | None, option("Write the run's figures here (JSON).")] = None,
     no_chat_template: NoChatTemplate = False,
 ):
@@ -368,12 +371,15 @@ def decode_command(
 
     if (prompt is None) == (data is None):
         raise BadInput("give exactly one of --prompt TEXT and --data PROMPTS")
+    if turns not in ("first", "all"):
+        raise BadInput(f"turns '{turns}' is not first or all", "turns")
     request = stage.prepare(method, artifacts.read_tree(tree) if tree else None, chain_length, greedy, temperature,
                             top_p, max_new_tokens, seed, not no_chat_template)
     streaming = prompt is not None
     out = out if out is not None or streaming else "-"  # an empty --out is refused, not taken for the default
     writable(out=out, stats=stats)
-    prompts = [prompt] if streaming else [r["prompt"] for r in prompt_records(data, prompt_field, max_prompts)]
+    prompts = [prompt] if streaming else [r.get("turns", r["prompt"]) if turns == "all" else r["prompt"]
+                                          for r in prompt_records(data, prompt_field, max_prompts)]
     resolved = resolve(models, request.needs_draft)
     for warning in stage.setup_mismatches(request.tree, resolved.setups, resolved.engine):
         console.print(f"warning: {warning}", soft_wrap=True)

@@ -103,6 +103,7 @@ class Result:
     # Per step, when asked: the tokens the step adds on average over verification's coin flips,
     # given the tree drafted (see `walk.expected_tokens`).
     expected: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)  # the prompt and the output
     seconds: float = 0.0  # the whole call, prefill included
     prefill_seconds: float = 0.0  # both models reading the prompt (all but its last token)
     draft_forwards: int = 0
@@ -221,12 +222,15 @@ def config_context(config) -> int:
 def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sampling, max_new_tokens: int,
              eos_ids: set[int], generator: torch.Generator,
              on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
-             engine: str = "eager", reuse: Result | None = None, walk_on_device: bool | None = None) -> Result:
+             engine: str = "eager", reuse: Result | None = None, walk_on_device: bool | None = None,
+             extend: bool = False) -> Result:
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
     follows the target's own distribution (token for token in greedy mode). `expected` also
     records each step's `expected_tokens` (for measuring a tree, it costs time). `engine` is the
     caches' (`kv.py`; a placed target runs eager whatever is asked); `reuse` is an earlier call's
-    result whose caches this call may take over. The walk runs on the device on a GPU
+    result whose caches this call may take over, and with `extend` the entries of the tokens its
+    sequence and this prompt share (a conversation's next turn reads only what is new; without,
+    every prompt is read whole, as the bench times it). The walk runs on the device on a GPU
     (`walk_on_device` overrides)."""
     device = input_device(target)
     vocab = target.get_output_embeddings().out_features
@@ -245,12 +249,14 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     with torch.inference_mode():
         # The prompt but its last token, read before the first step (which reads that token as its
         # root), so that the prefill is timed apart from the steps the cost model predicts.
-        prefix = torch.tensor(tokens[:-1], device=device)
-        if len(prefix):
-            for cache in (target_cache, draft_cache):
-                if cache is not None:
-                    forward(cache, prefix, torch.arange(len(prefix), device=device), causal(len(prefix), device),
-                            last=1, fixed=False)
+        for cache in (target_cache, draft_cache):
+            if cache is not None:
+                keep(cache, shared_prefix(reuse.tokens if reuse and extend else [], tokens[:-1], cache.length), [])
+                rest = len(tokens) - 1 - cache.length
+                if rest:
+                    forward(cache, on_device(tokens[cache.length:-1], device),
+                            cache.length + torch.arange(rest, device=device), causal(rest, device), last=1,
+                            fixed=False)
         sync(device)
         result.prefill_seconds = time.perf_counter() - started
         while True:
@@ -293,8 +299,19 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 break
     sync(device)
     result.seconds = time.perf_counter() - started
-    result.target_cache, result.draft_cache = target_cache, draft_cache
+    result.target_cache, result.draft_cache, result.tokens = target_cache, draft_cache, tokens
     return result
+
+
+def shared_prefix(held: list[int], wanted: list[int], cached: int) -> int:
+    """How many leading entries of a cache holding `cached` entries of the sequence `held` serve a
+    sequence starting with `wanted`."""
+    count = 0
+    for a, b in zip(held[:cached], wanted):
+        if a != b:
+            break
+        count += 1
+    return count
 
 
 def _until_stop(new: list[int], eos_ids: set[int], room: int) -> tuple[list[int], str]:

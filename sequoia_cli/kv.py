@@ -54,11 +54,11 @@ def new_cache(model, engine: str, tokens: int) -> Cache:
 
 
 def fit_cache(cache: Cache | None, model, engine: str, tokens: int) -> Cache:
-    """`cache` emptied for reuse where it is the model's and large enough, else a new one: a run's
-    prompts then share their static caches and captured forwards."""
+    """`cache`, entries and all, where it is the model's and has room for `tokens`, else a new
+    one: a run's prompts share their static caches and captured forwards, and a conversation's
+    next turn the entries of the turns before (the caller keeps what it shares)."""
     if cache is not None and cache.model is model and cache.engine == engine and (
-            engine != "eager" and tokens <= cache.slots):
-        cache.length = 0
+            engine == "eager" or tokens <= cache.slots):
         return cache
     return new_cache(model, engine, tokens)
 

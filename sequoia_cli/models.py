@@ -207,6 +207,33 @@ def encode_prompt(tokenizer, text: str, chat_template: bool) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
+def next_turn_ids(tokenizer, turns: list[str], answers: list[str], held: list[int], chat_template: bool) -> list[int]:
+    """Token ids of a conversation up to the answer to turns[len(answers)]: `held` (the ids of the
+    conversation so far, its last answer included) followed by what the next turn adds. With a
+    chat template that is the rendered conversation past `held` (the whole rendering where its ids
+    do not start with `held`); without one, a blank line and the turn's text."""
+    if chat_template and tokenizer.chat_template:
+        messages = [{"role": role, "content": text} for turn, answer in zip(turns, answers)
+                    for role, text in (("user", turn), ("assistant", answer))]
+        messages.append({"role": "user", "content": turns[len(answers)]})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return held + ids[len(held):] if ids[:len(held)] == held else ids
+    return held + tokenizer("\n\n" + turns[len(answers)], add_special_tokens=False)["input_ids"]
+
+
+def conversation_bound(tokenizer, turns: list[str], answer_tokens: int, chat_template: bool) -> int:
+    """The most tokens a conversation's last prompt can hold when every answer takes at most
+    `answer_tokens` tokens: its turns around empty answers, plus the answers and one token each for
+    a tokenization that splits an answer's text otherwise."""
+    if chat_template and tokenizer.chat_template:
+        base = len(next_turn_ids(tokenizer, turns, [""] * (len(turns) - 1), [], True))
+    else:
+        base = len(encode_prompt(tokenizer, turns[0], False)) + sum(
+            len(tokenizer("\n\n" + turn, add_special_tokens=False)["input_ids"]) for turn in turns[1:])
+    return base + (len(turns) - 1) * (answer_tokens + 1)
+
+
 def encode_prompts(tokenizer, prompts: list[str], context: int, chat_template: bool = True) -> list[list[int]]:
     """Token ids of each prompt, checked to leave room in the models' context."""
     encoded = [encode_prompt(tokenizer, prompt, chat_template) for prompt in prompts]

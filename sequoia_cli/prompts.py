@@ -2,7 +2,8 @@
 A built-in set with subtasks takes one after a colon: `spec-bench:translation`.
 
 In .jsonl/.json/.parquet files the prompt is the `prompt` field unless another is named; a list of
-strings there counts as a conversation's turns, and the first turn is the prompt (as in MT-Bench).
+strings there counts as a conversation's turns, and the first turn is the prompt (as in MT-Bench);
+a record of several turns also lists them all (`turns`).
 A .txt file holds one prompt per line; blank lines are skipped. Any of them may be gzipped (.gz).
 """
 
@@ -92,12 +93,19 @@ def field_records(path: Path, loader: str, field: str, subtask: str | None = Non
         if not prompt.strip():
             raise BadInput(f"{path}: row {row_number}: '{field}' is empty")
         reference = first_text(row[reference_field]) if reference_field else None
-        records.append({"prompt": prompt, "reference": reference})
+        records.append({"prompt": prompt, "reference": reference, **turns_of(row[field])})
     return records
 
 
 def spec_bench_subtask(category: str) -> str:
     return category if category in SPEC_BENCH_SUBTASKS else "mt-bench"
+
+
+def turns_of(value) -> dict:
+    """{"turns": [...]} for a conversation of several text turns, else nothing."""
+    if isinstance(value, list) and len(value) > 1 and all(isinstance(turn, str) for turn in value):
+        return {"turns": list(value)}
+    return {}
 
 
 def first_text(value) -> str | None:

@@ -19,7 +19,7 @@ from sequoia_cli.engine import (
 )
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded, Resolved, describe
-from sequoia_cli.models import encode_prompts, eos_ids
+from sequoia_cli.models import conversation_bound, encode_prompts, eos_ids, next_turn_ids
 from sequoia_cli.sampling import METHODS as TREE_METHODS
 from sequoia_cli.sampling import sampling_setting
 from sequoia_cli.tree import expected_tokens, ranks
@@ -86,15 +86,28 @@ def verification(method: str) -> str:
     return "sequoia" if method in ("chain", "autoregressive") else method
 
 
-def fits(request: Request, prompts: list[str]) -> Callable:
+def fits(request: Request, prompts: list) -> Callable:
     """The check `loading.load` runs before the weights load: the tree's widest node within the
-    target's vocabulary, every prompt within the models' context."""
+    target's vocabulary, every prompt within the models' context, and every conversation (a list
+    of turns) too with each of its answers as long as max_new_tokens allows."""
 
     def check(tokenizer, limits) -> None:
         limits.check_children(max(ranks(request.parents)), "tree")
-        encode_prompts(tokenizer, prompts, limits.context, request.chat_template)
+        conversations = [turns_of(prompt) for prompt in prompts]
+        encode_prompts(tokenizer, [turns[0] for turns in conversations], limits.context, request.chat_template)
+        for number, turns in enumerate(conversations, start=1):
+            bound = conversation_bound(tokenizer, turns, request.max_new_tokens, request.chat_template)
+            if len(turns) > 1 and bound >= limits.context:
+                raise BadInput(f"conversation {number}: its {len(turns)} turns with answers of max_new_tokens"
+                               f" {request.max_new_tokens} could take {bound} tokens, past the models' context of"
+                               f" {limits.context}", "max_new_tokens")
 
     return check
+
+
+def turns_of(prompt) -> list[str]:
+    """A prompt's turns: a conversation is a list of them, a plain prompt one."""
+    return list(prompt) if isinstance(prompt, list) else [prompt]
 
 
 def setup_mismatches(tree: dict | None, setups: dict, engine: str | None = None) -> list[str]:
@@ -118,22 +131,26 @@ def setup_mismatches(tree: dict | None, setups: dict, engine: str | None = None)
     return lines
 
 
-def decode(request: Request, loaded: Loaded, prompts: list[str], show: Callable[[str], None] = lambda line: None,
+def decode(request: Request, loaded: Loaded, prompts: list, show: Callable[[str], None] = lambda line: None,
            on_tokens: Callable[[list[int]], None] | None = None, progress=None) -> tuple[list[dict], dict]:
-    """(one generation record per prompt, the run's sequoia-stats/1 artifact). The prompts are
-    encoded and checked against the models' context before any decoding; `show` gets the run's
-    description line, `on_tokens` each step's new tokens, and `progress(description, total)`
-    returns a callable to advance by a prompt."""
+    """(one generation record per prompt, and per turn of a conversation, the run's
+    sequoia-stats/1 artifact). A prompt is a text, or a conversation: a list of turns, each decoded
+    after the earlier turns and the model's own answers to them (the caches carried from turn to
+    turn). The first turns are encoded and checked against the models' context before any
+    decoding; `show` gets the run's description line, `on_tokens` each step's new tokens, and
+    `progress(description, total)` returns a callable to advance by a prompt."""
     target, draft = loaded.target, loaded.draft
     layout = tree_layout(request.parents, input_device(target))
     sampling = Sampling(request.temperature, request.top_p, verification(request.method))
     context = min(context_length(model) for model in (target, draft) if model is not None)
-    encoded = encode_prompts(loaded.tokenizer, prompts, context, request.chat_template)
+    conversations = [turns_of(prompt) for prompt in prompts]
+    encoded = encode_prompts(loaded.tokenizer, [turns[0] for turns in conversations], context, request.chat_template)
     mode = "greedy" if sampling.greedy else f"temperature {request.temperature}, top-p {request.top_p}"
     show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
-    records = decode_prompts(target, draft, loaded.tokenizer, prompts, encoded, layout, sampling,
-                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine)
+    records = decode_prompts(target, draft, loaded.tokenizer, conversations, encoded, layout, sampling,
+                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine,
+                             request.chat_template)
     tree = request.tree or {}
     figures = summarize(records, layout, tree.get("expected_tokens"), predictions(request.tree, request.parents))
     return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
@@ -149,13 +166,13 @@ def run_facts(request: Request, resolved: Resolved) -> dict:
 def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
                   sampling: Sampling, max_new_tokens: int, seed: int,
                   on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
-                  engine: str = "eager", reuse: Result | None = None) -> tuple[dict, Result]:
+                  engine: str = "eager", reuse: Result | None = None, extend: bool = False) -> tuple[dict, Result]:
     """One prompt's generation record (SPEC's generations format) and the engine's result (whose
-    caches a next prompt may `reuse`); `index` is its place in the run, which picks its random
-    stream. `expected` adds each step's expected tokens."""
+    caches a next prompt may `reuse`, and a conversation's next turn `extend`); `index` is its
+    place in the run, which picks its random stream. `expected` adds each step's expected tokens."""
     generator = prompt_generator(seed, index, input_device(target))
     result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
-                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse)
+                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse, extend=extend)
     record = {
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
@@ -168,17 +185,27 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
     return record, result
 
 
-def decode_prompts(target, draft, tokenizer, prompts: list[str], encoded: list[list[int]], layout: Layout,
-                   sampling: Sampling, max_new_tokens: int, seed: int,
+def decode_prompts(target, draft, tokenizer, conversations: list[list[str]], encoded: list[list[int]],
+                   layout: Layout, sampling: Sampling, max_new_tokens: int, seed: int,
                    on_tokens: Callable[[list[int]], None] | None = None,
-                   on_prompt_done: Callable[[], None] | None = None, engine: str = "eager") -> list[dict]:
-    """One record per prompt, in prompt order; `encoded` holds the prompts' checked token ids.
-    The prompts share the engine's caches."""
+                   on_prompt_done: Callable[[], None] | None = None, engine: str = "eager",
+                   chat_template: bool = True) -> list[dict]:
+    """One record per turn, in order (a conversation's records numbered by `turn`); `encoded`
+    holds the first turns' checked token ids. The prompts share the engine's caches, and a
+    conversation's turns their entries: a later turn reads only what it adds."""
     records, result = [], None
-    for index, (prompt, ids) in enumerate(zip(prompts, encoded)):
-        record, result = decode_prompt(target, draft, tokenizer, prompt, ids, index, layout, sampling,
-                                       max_new_tokens, seed, on_tokens, engine=engine, reuse=result)
-        records.append(record)
+    for turns, ids in zip(conversations, encoded):
+        answers = []
+        for turn, text in enumerate(turns):
+            if turn:
+                ids = next_turn_ids(tokenizer, turns, answers, result.tokens, chat_template)
+            record, result = decode_prompt(target, draft, tokenizer, text, ids, len(records), layout, sampling,
+                                           max_new_tokens, seed, on_tokens, engine=engine, reuse=result,
+                                           extend=turn > 0)
+            if len(turns) > 1:
+                record["turn"] = turn + 1
+            records.append(record)
+            answers.append(record["text"])
         if on_prompt_done:
             on_prompt_done()
     return records

@@ -263,3 +263,52 @@ def test_a_model_that_ignores_the_tree_mask_is_refused():
     model.forward = lambda *args, attention_mask=None, **kwargs: honest_forward(*args, **kwargs)
     with pytest.raises(BadInput, match="does not honour a 4D attention mask"):
         check_tree_attention(model, "tiny llama")
+
+
+@pytest.mark.parametrize("engine", ["eager", "static"])
+def test_a_conversation_decodes_turn_by_turn_as_the_targets_own_greedy(pair, engine):
+    """Each later turn reads the earlier turns and the model's own answers from the caches, and
+    its greedy answer is the target's own `generate` on the same conversation's ids."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sequoia_cli.models import next_turn_ids
+    from stages.decode import decode_prompts
+
+    draft_folder, target_folder = pair
+    target = AutoModelForCausalLM.from_pretrained(target_folder, dtype=torch.float32).to(TEST_DEVICE)
+    draft = AutoModelForCausalLM.from_pretrained(draft_folder, dtype=torch.float32).to(TEST_DEVICE)
+    tokenizer = AutoTokenizer.from_pretrained(target_folder)
+    turns = ["abc", "and then?", "once more"]
+    first = tokenizer(turns[0])["input_ids"]
+    layout = tree_layout(DP_TREE, TEST_DEVICE)
+    records = decode_prompts(target, draft, tokenizer, [turns], [first], layout, Sampling(), 12, 0,
+                             engine=engine, chat_template=False)
+    assert [r["turn"] for r in records] == [1, 2, 3] and [r["prompt"] for r in records] == turns
+    held, answers = [], []
+    for turn, record in enumerate(records):
+        ids = first if turn == 0 else next_turn_ids(tokenizer, turns, answers, held, False)
+        assert record["prompt_tokens"] == len(ids)
+        assert record["output_ids"] == reference_greedy(target, ids, 12, eos=tokenizer.eos_token_id)
+        held, answers = ids + record["output_ids"], answers + [record["text"]]
+
+
+def test_decode_turns_all_writes_a_line_per_turn(pair, tmp_path):
+    draft, target = pair
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"turns": ["hi", "more"]}) + "\n" + json.dumps({"turns": ["solo"]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    done = sequoia("decode", "--draft", draft, "--target", target, "--method", "chain", "--chain-length", "2",
+                   "--data", data, "--prompt-field", "turns", "--turns", "all", "--greedy", "--max-new-tokens", "6",
+                   "--dtype", "float32", "--out", out)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["prompt"], r.get("turn")) for r in lines] == [("hi", 1), ("more", 2), ("solo", None)]
+    assert_one_line_error(sequoia("decode", "--target", target, "--method", "autoregressive", "--data", data,
+                                  "--prompt-field", "turns", "--turns", "both", "--dtype", "float32"), "--turns")
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"turns": ["x" * 60] * 4}) + "\n")
+    assert_one_line_error(sequoia("decode", "--target", target, "--method", "autoregressive", "--data", long,
+                                  "--prompt-field", "turns", "--turns", "all", "--max-new-tokens", "60",
+                                  "--dtype", "float32", "--out", tmp_path / "never.jsonl"), "conversation 1",
+                          "--max-new-tokens")
+    assert not (tmp_path / "never.jsonl").exists()

@@ -221,3 +221,35 @@ def test_decode_warns_when_the_tree_was_planned_for_another_engine():
     assert setup_mismatches(tree, setups, "static") == [
         "the tree was planned from a profile of the eager engine; this run's engine is static"]
     assert setup_mismatches({"parents": [-1, 0], "plan": {}}, setups, "static") == []
+
+
+@pytest.mark.parametrize("engine", ["eager", "static"])
+def test_extending_a_sequence_reads_only_its_new_tokens(monkeypatch, engine):
+    """A conversation's next turn keeps the caches' entries for the tokens it shares with the last
+    call's sequence; without `extend` every prompt is read whole."""
+    import sequoia_cli.engine as engine_module
+
+    target = tiny_model("qwen2", seed=1)
+    draft = noisy_copy(target, 0.3)
+    layout = tree_layout(DP_TREE, TEST_DEVICE)
+    first = generate(target, draft, list(range(3, 12)), layout, Sampling(), 10, set(), torch.Generator(),
+                     engine=engine)
+    read = []
+    original = engine_module.forward
+
+    def counted(cache, tokens, *args, fixed=True, **kwargs):
+        if not fixed:
+            read.append(len(tokens))
+        return original(cache, tokens, *args, fixed=fixed, **kwargs)
+
+    monkeypatch.setattr(engine_module, "forward", counted)
+    longer = first.tokens + [20, 21, 22]
+    held = [first.target_cache.length, first.draft_cache.length]
+    generate(target, draft, longer, layout, Sampling(), 5, set(), torch.Generator(), engine=engine, reuse=first,
+             extend=True)
+    # Target and draft each read what their caches lacked of the prompt but its last token.
+    assert read == [len(longer) - 1 - length for length in held]
+    assert all(count <= 3 + 1 + layout.depth for count in read)
+    read.clear()
+    generate(target, draft, longer, layout, Sampling(), 5, set(), torch.Generator(), engine=engine, reuse=first)
+    assert read == [len(longer) - 1] * 2

@@ -64,9 +64,11 @@ def test_gzipped_jsonl(tmp_path):
     assert load_prompts(str(path)) == ["zipped"]
 
 
-def test_list_of_turns_gives_the_first_turn(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"turns": ["one", "two"], "reference": ["r1", "r2"]}])
-    assert load_prompt_records(str(path), field="turns") == [{"prompt": "one", "reference": "r1"}]
+def test_list_of_turns_gives_the_first_turn_and_all_turns(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"turns": ["one", "two"], "reference": ["r1", "r2"]},
+                                              {"turns": ["alone"]}])
+    assert load_prompt_records(str(path), field="turns") == [
+        {"prompt": "one", "reference": "r1", "turns": ["one", "two"]}, {"prompt": "alone", "reference": None}]
 
 
 def assert_bad(source, fragment, **options):

@@ -220,7 +220,7 @@ def test_decode_samples_as_the_tree_source_says(pair, tmp_path):
 READERS = ["stages/optimize.py", "stages/build_tree.py", "stages/decode.py", "stages/merge_acceptance.py",
            "sequoia_cli/acceptance.py", "sequoia_cli/render.py", "sequoia_cli/artifacts.py", "sequoia_cli/cost.py"]
 # decode's generation records (made in process, written as JSONL, never read back).
-NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected"}
+NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text", "turn"}
 
 
 def validated_fields() -> set[str]:
