@@ -41,9 +41,6 @@ class Cache:
     length: int = 0
     replays: dict = field(default_factory=dict)  # static: (tokens, rows) -> Replay
 
-    def get_seq_length(self) -> int:
-        return self.length
-
 
 def new_cache(model, engine: str, tokens: int) -> Cache:
     """A cache for a sequence of up to `tokens` entries."""
@@ -109,8 +106,8 @@ def _mask(attend: torch.Tensor, kv_length: int, dtype: torch.dtype, slots: int =
 
 class Replay:
     """A model's forward at one token count over its static cache, from fixed input buffers. On
-    CUDA the forward is captured as a graph at its first call and replayed after; a capture that
-    fails warns once and leaves the forward uncaptured."""
+    CUDA the forward is captured as a graph at its second call (the first allocates the cache's
+    tensors) and replayed after; a capture that fails warns once and leaves it uncaptured."""
 
     def __init__(self, cache: Cache, count: int, rows: int, capture: bool):
         model = cache.model
@@ -158,7 +155,7 @@ class Replay:
             _write_at(self.cache, self.cache.length)
             with torch.cuda.graph(graph):
                 logits = self.run()
-        except Exception as error:  # noqa: BLE001 - any capture failure leaves the forward eager
+        except Exception as error:  # any capture failure leaves the forward uncaptured
             self.capture = False
             warnings.warn(f"CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0]});"
                           " this forward runs uncaptured", stacklevel=2)

@@ -53,15 +53,18 @@ def walk_device(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: to
         on_path = (tokens == best[layout.parent_index]) & alive
     else:
         p = distribution(target_logits.float(), sampling.temperature, sampling.top_p)
-        rows = 0 if proposals is None else proposals.shape[0]  # the nodes that can have children
-        kids, real = layout.kids[:rows], layout.kid_real[:rows]
-        real = real & alive[kids]
-        uniforms = torch.rand(kids.shape, generator=generator, device=p.device)
-        rank, rest = verify_rows(p[:rows], proposals, tokens[kids], real, sampling.method, uniforms)[:2]
-        chosen = torch.where(rank >= 0, kids.gather(1, rank.clamp_min(0)[:, None])[:, 0], -1)
-        chosen = torch.cat([chosen, torch.full((size - rows,), -1, device=chosen.device)])
-        on_path = chosen[layout.parent_index] == torch.arange(size, device=chosen.device)
-        rest = torch.cat([rest, p[rows:]])
+        if proposals is None:  # nothing drafted (a plain step): the token comes from p
+            on_path, rest = torch.zeros(size, dtype=torch.bool, device=p.device), p
+        else:
+            rows = proposals.shape[0]  # the nodes that can have children
+            kids, real = layout.kids[:rows], layout.kid_real[:rows]
+            real = real & alive[kids]
+            uniforms = torch.rand(kids.shape, generator=generator, device=p.device)
+            rank, rest = verify_rows(p[:rows], proposals, tokens[kids], real, sampling.method, uniforms)[:2]
+            chosen = torch.where(rank >= 0, kids.gather(1, rank.clamp_min(0)[:, None])[:, 0], -1)
+            chosen = torch.cat([chosen, torch.full((size - rows,), -1, device=chosen.device)])
+            on_path = chosen[layout.parent_index] == torch.arange(size, device=chosen.device)
+            rest = torch.cat([rest, p[rows:]])
     on_path[0] = True
     # A node is reached when it and every ancestor were accepted; those nodes form one root path.
     reached = ~(layout.ancestors & ~on_path[None, :]).any(dim=-1)

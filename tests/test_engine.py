@@ -253,3 +253,28 @@ def test_extending_a_sequence_reads_only_its_new_tokens(monkeypatch, engine):
     read.clear()
     generate(target, draft, longer, layout, Sampling(), 5, set(), torch.Generator(), engine=engine, reuse=first)
     assert read == [len(longer) - 1] * 2
+
+
+def test_a_plain_sampled_step_on_the_device_draws_from_the_target():
+    """A step with nothing drafted (autoregressive decoding, the last steps before the context
+    fills) draws its token from the target's distribution."""
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([[2.0, 0.5, -1.0, 1.0, 0.0, 1.5]])
+    layout, sampling = tree_layout([-1]), Sampling(0.8, 0.9, "sequoia")
+    exact = distribution(logits[0], 0.8, 0.9)
+    generator = torch.Generator().manual_seed(4)
+    draws = [walk_device(logits, torch.tensor([0]), None, torch.ones(1, dtype=torch.bool), layout, sampling,
+                         generator) for _ in range(3000)]
+    assert all(path == [] and len(tokens) == 1 for path, tokens in draws)
+    counts = torch.bincount(torch.tensor([tokens[0] for _, tokens in draws]), minlength=6).double()
+    assert counts[exact == 0].sum() == 0
+    kept = exact > 0
+    assert chisquare(counts[kept].numpy(), (exact[kept] / exact[kept].sum() * 3000).double().numpy()).pvalue > 1e-3
+
+
+def test_sampled_autoregressive_decoding_runs_with_the_device_walk():
+    target = tiny_model("qwen2", seed=1)
+    result = generate(target, None, list(range(3, 9)), tree_layout([-1], TEST_DEVICE), Sampling(1.0, 0.95), 12,
+                      set(), torch.Generator(device=TEST_DEVICE).manual_seed(1), engine="static", walk_on_device=True)
+    assert len(result.output_ids) == 12 and result.accepted == [1] * 12
