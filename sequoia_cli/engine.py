@@ -227,7 +227,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
     follows the target's own distribution (token for token in greedy mode). `expected` also
     records each step's `expected_tokens` (for measuring a tree, it costs time). `engine` is the
-    caches' (`kv.py`; a placed target runs eager whatever is asked); `reuse` is an earlier call's
+    caches' (`kv.py`; a placed model runs eager whatever is asked); `reuse` is an earlier call's
     result whose caches this call may take over, and with `extend` the entries of the tokens its
     sequence and this prompt share (a conversation's next turn reads only what is new; without,
     every prompt is read whole, as the bench times it). The walk runs on the device on a GPU
@@ -240,8 +240,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     tokens = list(prompt_ids)
     result = Result(output_ids=[])
     room = min(len(tokens) + max_new_tokens, context) + layout.size
-    target_engine = "eager" if getattr(target, "hf_device_map", None) else engine
-    target_cache = fit_cache(reuse and reuse.target_cache, target, target_engine, room)
+    target_cache = fit_cache(reuse and reuse.target_cache, target, engine, room)
     draft_cache = None
     if draft is not None and layout.depth > 0:
         draft_cache = fit_cache(reuse and reuse.draft_cache, draft, engine, room)

@@ -22,7 +22,7 @@ import torch
 import transformers
 from transformers import DynamicCache, StaticCache
 
-from sequoia_cli.errors import BadInput
+from sequoia_cli.errors import BadInput, one_line
 
 ENGINES = ("eager", "static", "cuda-graphs")
 # Static caches are sized in steps of this many slots, so that prompts of similar lengths share
@@ -42,8 +42,20 @@ class Cache:
     replays: dict = field(default_factory=dict)  # static: (tokens, rows) -> Replay
 
 
+def engine_of(model, engine: str) -> str:
+    """The engine `model` runs with when `engine` is asked: eager for a model accelerate placed
+    across devices or streams from disk, whose layers no static cache can hold whole."""
+    return "eager" if getattr(model, "hf_device_map", None) else engine
+
+
+def engines_served(device: torch.device) -> tuple[str, str]:
+    """The engines compared on `device`: eager, and the fixed-shape one the device serves."""
+    return ("eager", "cuda-graphs" if device.type == "cuda" else "static")
+
+
 def new_cache(model, engine: str, tokens: int) -> Cache:
-    """A cache for a sequence of up to `tokens` entries."""
+    """A cache for a sequence of up to `tokens` entries, in the engine the model can run."""
+    engine = engine_of(model, engine)
     if engine == "eager":
         return Cache(model, engine, DynamicCache(config=model.config))
     slots = -(-tokens // SLOT_STEP) * SLOT_STEP
@@ -54,6 +66,7 @@ def fit_cache(cache: Cache | None, model, engine: str, tokens: int) -> Cache:
     """`cache`, entries and all, where it is the model's and has room for `tokens`, else a new
     one: a run's prompts share their static caches and captured forwards, and a conversation's
     next turn the entries of the turns before (the caller keeps what it shares)."""
+    engine = engine_of(model, engine)
     if cache is not None and cache.model is model and cache.engine == engine and (
             engine == "eager" or tokens <= cache.slots):
         return cache
@@ -116,10 +129,14 @@ class Replay:
         self.tokens = torch.zeros(1, count, dtype=torch.long, device=device)
         self.positions = torch.zeros(1, count, dtype=torch.long, device=device)
         self.mask = torch.zeros(1, 1, count, cache.slots, dtype=model.dtype, device=device)
+        # Where the forward writes: copied into every layer's write position inside the forward, so
+        # that a replay is one fill outside the graph rather than one per layer.
+        self.start = torch.zeros((), dtype=torch.long, device=device)
         self.graph = None
         self.logits = None
 
     def run(self) -> torch.Tensor:
+        _write_at(self.cache, self.start)
         out = self.cache.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=self.mask,
                                past_key_values=self.cache.kv, use_cache=True, logits_to_keep=self.rows)
         return out.logits[0]
@@ -132,9 +149,9 @@ class Replay:
         self.mask.fill_(blocked_value(self.mask.dtype))
         self.mask[..., : end - attend.shape[1]] = 0.0
         self.mask[0, 0, :, end - attend.shape[1]: end].masked_fill_(attend, 0.0)
+        self.start.fill_(cache.length)
         if self.graph is None and self.capture and self.logits is not None:
             self._capture()
-        _write_at(cache, cache.length)
         if self.graph is not None:
             self.graph.replay()
         else:
@@ -149,29 +166,28 @@ class Replay:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                _write_at(self.cache, self.cache.length)
                 self.run()
             torch.cuda.current_stream().wait_stream(side)
-            _write_at(self.cache, self.cache.length)
             with torch.cuda.graph(graph):
                 logits = self.run()
         except Exception as error:  # any capture failure leaves the forward uncaptured
             self.capture = False
-            warnings.warn(f"CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0]});"
-                          " this forward runs uncaptured", stacklevel=2)
+            warnings.warn(f"CUDA graph capture failed ({one_line(error)}); this forward runs uncaptured",
+                          stacklevel=2)
             return
         self.graph, self.logits = graph, logits
 
 
-def _write_at(cache: Cache, start: int) -> None:
-    """Point every static layer's write position at `start`. transformers' StaticLayer writes a
-    forward's entries at its `cumulative_length` (a tensor, read by captured graphs too)."""
+def _write_at(cache: Cache, start: int | torch.Tensor) -> None:
+    """Point every static layer's write position at `start` (a number, or a 0-dim tensor on the
+    device). transformers' StaticLayer writes a forward's entries at its `cumulative_length`, a
+    tensor it allocates with the layer at its first write."""
     try:
         for layer in cache.kv.layers:
             if getattr(layer, "is_initialized", False):
                 layer.cumulative_length.fill_(start)
             else:
-                layer.cumulative_length = torch.tensor(start)
+                layer.cumulative_length = torch.as_tensor(start).clone()
     except AttributeError as err:
         raise RuntimeError(f"this transformers release ({transformers.__version__}) lays out StaticCache"
                            f" otherwise than sequoia expects ({err}): install the version pyproject.toml"

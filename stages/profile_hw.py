@@ -28,7 +28,7 @@ from sequoia_cli.artifacts import profile_artifact
 from sequoia_cli.engine import causal, check_seed, input_device, sync
 from sequoia_cli.engine import context_length as model_context
 from sequoia_cli.errors import BadInput
-from sequoia_cli.kv import forward, keep, new_cache
+from sequoia_cli.kv import engine_of, forward, keep, new_cache
 from sequoia_cli.loading import Loaded
 
 # Each timing is the fastest of this many forwards back to back: whatever else the machine does
@@ -73,7 +73,7 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
             sections[role]["setup"] = setup
     device = input_device(models["target"][1])
     target_t1 = [one_round["target", 1] for one_round in rounds]
-    engine = "eager" if getattr(models["target"][1], "hf_device_map", None) else engine
+    engine = engine_of(models["target"][1], engine)
     return profile_artifact(machine_facts(device, dtype, engine), context_length, repeats, warmup, sections,
                             burst=BURST, target_t1_by_round=target_t1, steady=steady(target_t1))
 
@@ -122,7 +122,6 @@ def forward_timer(model, context_length: int, counts: list[int], seed: int = 0, 
     keeps: the fastest of BURST."""
     device, vocab = input_device(model), model.config.vocab_size
     generator = torch.Generator().manual_seed(seed)
-    engine = "eager" if getattr(model, "hf_device_map", None) else engine
     cache = new_cache(model, engine, context_length + max(counts))
     with torch.inference_mode():
         prefix = torch.randint(0, vocab, (context_length,), generator=generator).to(device)

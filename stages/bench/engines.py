@@ -8,17 +8,13 @@ engine's first token (its caches allocated, on CUDA its forwards captured), pref
 from functools import partial
 
 from sequoia_cli.engine import input_device
+from sequoia_cli.kv import engines_served
 from stages.bench.harness import Config, Run, decode_one, run_block
 from stages.bench.shared import SETTINGS, WORKLOADS, Bench, failing, interval_row, plan_of, profile_work
 from stages.bench.stats import failure, geometric_interval
 from stages.bench.tables import interval, markdown_table, number
 
 GREEDY = SETTINGS["greedy"]
-
-
-def engines_of(bench: Bench) -> list[str]:
-    """The engines compared: eager first (the base), then the device's fixed-shape engine."""
-    return ["eager", "cuda-graphs" if input_device(bench.loaded.target).type == "cuda" else "static"]
 
 
 def engines_settings(config: Config) -> list:
@@ -37,7 +33,7 @@ def first_token(run: Run, index: int, parents: list[int], engine: str) -> dict:
 
 
 def run_engines(bench: Bench) -> None:
-    config, engines = bench.config, engines_of(bench)
+    config, engines = bench.config, engines_served(input_device(bench.loaded.target))
     profiles = {}
     for engine in engines:
         profiles[engine] = bench.store.cell(f"engines | profile | {engine}", profile_work(

@@ -16,7 +16,7 @@ runs them).
 For each pair of shapes (`PAIRS`: configs/shapes/) both models get random weights, made on the
 device in bfloat16; the draft is set up as the pair's acceptance vectors were measured (int4 for
 the built-in pair; where that fails on the device, the report says why and the draft runs in
-bfloat16). Then, for each engine the device serves (`engines_of`):
+bfloat16). Then, for each engine the device serves (`kv.engines_served`):
 - profile-hw's t(n) of target and draft;
 - decode's time per step (the run's seconds but the prefill, over its steps; greedy, from a fixed
   random prompt) with autoregressive decoding, a chain of 4 and the tree optimize plans, the
@@ -44,6 +44,7 @@ from sequoia_cli.artifacts import read_acceptance, read_profile, timings
 from sequoia_cli.cost import interpolate, step_ms
 from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
 from sequoia_cli.errors import one_line
+from sequoia_cli.kv import engines_served
 from sequoia_cli.models import dtype_of
 from sequoia_cli.pairs import configs_dir
 from sequoia_cli.quantize import Int4Linear, Int8Linear, PackedLinear, set_up
@@ -95,12 +96,6 @@ PAIRS = (
     Pair("llama-2-7b", "llama-2-7b", "llama-68m", ("sequoia-official-llama-68m-llama-2-7b",),
          "sequoia-official-a100-profile"),
 )
-
-
-def engines_of(device: torch.device) -> tuple[str, ...]:
-    """The engines compared on `device`: eager, and the fixed-shape one the device serves
-    (cuda-graphs on CUDA, static on a CPU)."""
-    return ("eager", "cuda-graphs" if device.type == "cuda" else "static")
 
 
 def shape(name: str) -> dict:
@@ -264,7 +259,7 @@ def check_pair(pair: Pair, device: torch.device, mode: Mode, advance: Callable, 
     models = {"target": (pair.target, target), "draft": (pair.draft, draft)}
     setups = {"target": {"quantize": "none", "vocab": None, "placement": None},
               "draft": {"quantize": quantize, "vocab": None}}
-    engines, profiles = engines_of(device), result["profiles"]
+    engines, profiles = engines_served(device), result["profiles"]
     result["engines"] = list(engines)
     for engine in engines:
         tick(0, f"profiling, {engine}")
@@ -296,7 +291,7 @@ def gpu_check(device: torch.device, quick: bool = False, progress: Callable | No
     `advance(weight=1, label=None)`."""
     mode = QUICK if quick else FULL
     started = time.perf_counter()
-    engines = engines_of(device)
+    engines = engines_served(device)
     advance = progress("gpu-check", len(PAIRS) * pair_work(mode, engines)) if progress else (lambda *_, **__: None)
     facts = {key: value for key, value in machine(device, DTYPE).items() if key != "engine"}
     report = {"format": "sequoia-gpu-check/1", "machine": {**facts, "cuda": torch.version.cuda},
