@@ -73,20 +73,22 @@ def draw_children(q: torch.Tensor, count: int, method: str,
     return tokens, top_scores > -torch.inf
 
 
-def without(dist: torch.Tensor, token: int) -> torch.Tensor:
-    """`dist` with `token` removed, renormalized (all zeros if nothing is left)."""
-    dist = dist.clone()
-    dist[token] = 0.0
-    total = dist.sum()
-    return dist / total if total > 0 else dist
+def without(dist: torch.Tensor, token) -> torch.Tensor:
+    """`dist` with `token` removed, renormalized (all zeros if nothing is left). Rows at once too:
+    dist (rows, vocab) and token (rows, 1)."""
+    token = torch.as_tensor(token, device=dist.device).reshape(*dist.shape[:-1], 1)
+    dist = dist.scatter(-1, token, 0.0)
+    total = dist.sum(dim=-1, keepdim=True)
+    return dist / torch.where(total > 0, total, 1.0)
 
 
 def residual(target: torch.Tensor, proposal: torch.Tensor) -> torch.Tensor:
-    """normalize(max(target - proposal, 0)): what the target still owes after a rejection."""
+    """normalize(max(target - proposal, 0)): what the target still owes after a rejection (by
+    row for rows of distributions)."""
     rest = (target - proposal).clamp_min(0.0)
-    total = rest.sum()
+    total = rest.sum(dim=-1, keepdim=True)
     # Zero mass means target == proposal, where rejection has probability 0.
-    return rest / total if total > 0 else target
+    return torch.where(total > 0, rest / torch.where(total > 0, total, 1.0), target)
 
 
 def verify_node(p: torch.Tensor, q: torch.Tensor, children: list[int], method: str,

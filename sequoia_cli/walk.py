@@ -12,7 +12,7 @@ Two walks with one outcome distribution:
 
 import torch
 
-from sequoia_cli.sampling import distribution, sample, verify_node
+from sequoia_cli.sampling import distribution, residual, sample, verify_node, without
 
 
 def walk_host(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
@@ -97,25 +97,11 @@ def verify_rows(p: torch.Tensor, q: torch.Tensor, children: torch.Tensor, real: 
         accepted = live & (uniforms[:, j] < accept)
         rank = torch.where(accepted, j, rank)
         rejected = (live & ~accepted)[:, None]
-        after = _without(target, token) if method == "topk" else _residual(target, proposal)
+        after = without(target, token) if method == "topk" else residual(target, proposal)
         target = torch.where(rejected, after, target)
         if method == "sequoia":
-            proposal = torch.where(rejected, _without(proposal, token), proposal)
+            proposal = torch.where(rejected, without(proposal, token), proposal)
     return rank, target, tried
-
-
-def _without(dist: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-    """Each row without its token (rows, 1), renormalized (all zeros where nothing is left)."""
-    dist = dist.scatter(1, token, 0.0)
-    total = dist.sum(dim=-1, keepdim=True)
-    return torch.where(total > 0, dist / total.clamp_min(1e-30), dist)
-
-
-def _residual(target: torch.Tensor, proposal: torch.Tensor) -> torch.Tensor:
-    """normalize(max(target - proposal, 0)) by row; a row with no mass left keeps `target`."""
-    rest = (target - proposal).clamp_min(0.0)
-    total = rest.sum(dim=-1, keepdim=True)
-    return torch.where(total > 0, rest / total.clamp_min(1e-30), target)
 
 
 def draw(dist: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
