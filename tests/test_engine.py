@@ -100,18 +100,25 @@ def count_host_reads(monkeypatch) -> list:
     return reads
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_a_static_step_with_the_device_walk_reads_the_host_once(monkeypatch, temperature):
+def warmed_decode(engine: str, temperature: float):
+    """A decode call with the device walk, to run after a first one that made the caches (and
+    captured the forwards): call it to decode 24 tokens."""
     target = tiny_model("qwen2", seed=1)
     draft = noisy_copy(target, 0.3)
     layout = tree_layout(DP_TREE, TEST_DEVICE)
     ids = list(range(3, 12))
     sampling = Sampling(temperature, 1.0, "sequoia")
     generator = torch.Generator(device=TEST_DEVICE).manual_seed(0)
-    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine="static", walk_on_device=True)
+    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine=engine, walk_on_device=True)
+    return lambda: generate(target, draft, ids, layout, sampling, 24, set(), generator, engine=engine, reuse=warm,
+                            walk_on_device=True)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_a_static_step_with_the_device_walk_reads_the_host_once(monkeypatch, temperature):
+    decode = warmed_decode("static", temperature)
     reads = count_host_reads(monkeypatch)
-    result = generate(target, draft, ids, layout, sampling, 24, set(), generator, engine="static", reuse=warm,
-                      walk_on_device=True)
+    result = decode()
     assert reads == ["tolist"] * len(result.accepted)
 
 
@@ -159,20 +166,13 @@ def test_a_failed_capture_warns_and_the_forwards_run_uncaptured():
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_a_captured_step_synchronizes_once(temperature):
     """On CUDA, a step of the cuda-graphs engine waits for the GPU once: when its result is read."""
-    target = tiny_model("qwen2", seed=1)
-    draft = noisy_copy(target, 0.3)
-    layout = tree_layout(DP_TREE, TEST_DEVICE)
-    ids = list(range(3, 12))
-    sampling = Sampling(temperature, 1.0, "sequoia")
-    generator = torch.Generator(device=TEST_DEVICE).manual_seed(0)
-    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine="cuda-graphs")
+    decode = warmed_decode("cuda-graphs", temperature)
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            result = generate(target, draft, ids, layout, sampling, 24, set(), generator, engine="cuda-graphs",
-                              reuse=warm)
+            result = decode()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
