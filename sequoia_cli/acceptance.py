@@ -18,8 +18,14 @@ so `plan_by_levels` alternates the two until the tree stays the same; where they
 cycle instead, it keeps the tree the rows it meets rate best. `replayed` counts the tokens per step of the walk:
 what greedy decode realizes on the measured continuations, beside which a prediction from the
 rows shows the model's own error, apart from any difference between prompts.
+
+The calibration says how acceptance depends on the draft's own probability of a child: each child
+verification tried (those before the accepted one, and the accepted one) is counted in the bin of
+its draft probability, with whether it was accepted. Kept as counts, it merges exactly too; a
+dynamic tree reads a child's chance of acceptance from it (`calibrated`).
 """
 
+import bisect
 import math
 from collections.abc import Callable
 
@@ -33,6 +39,9 @@ ROUNDS = 6  # planning rounds at most: a plan settles in a few, or goes round in
 # (on code a rejection is rare, so level 1 may have a handful of positions) stays near the whole
 # vector instead of steering the DP.
 LEVEL_PRIOR = 16
+# Bins [edge_i, edge_i+1) of the draft's probability (the last closed at 1): finer near 0, where
+# most drafted children lie, and near 1, where a confident draft's acceptance changes fastest.
+CALIBRATION_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 def shrunk_rows(counts: list[list[int]], acceptance: list[float]) -> list[list[float]]:
@@ -66,6 +75,36 @@ def acceptance_from_counts(counts: list[list[int]], mode: str, temperature: floa
 def merged_counts(shards: list[dict]) -> list[list[int]]:
     """counts[level][rank] of several measurements together."""
     return [[sum(values) for values in zip(*rows)] for rows in zip(*(s["counts"] for s in shards))]
+
+
+def calibration_from_counts(edges: list[float], tried: list[int], accepted: list[int]) -> dict:
+    """The artifact's calibration from the counts per bin of `edges`: each bin's acceptance
+    (accepted / tried) and its standard error, null for a bin no child fell in (no data, which a
+    0.0 would hide as never accepted)."""
+    acceptance = [a / n if n else None for n, a in zip(tried, accepted)]
+    stderr = [math.sqrt(a * (1 - a) / n) if n else None for n, a in zip(tried, acceptance)]
+    return {"edges": list(edges), "tried": list(tried), "accepted": list(accepted), "acceptance": acceptance,
+            "stderr": stderr}
+
+
+def merged_calibration(shards: list[dict]) -> dict:
+    """The calibration of several measurements together (each has one, of the same edges)."""
+    parts = [s["calibration"] for s in shards]
+    tried, accepted = ([sum(column) for column in zip(*(part[key] for part in parts))] for key in ("tried", "accepted"))
+    return calibration_from_counts(parts[0]["edges"], tried, accepted)
+
+
+def calibrated(calibration: dict, probability: float) -> float:
+    """The chance that the target accepts a child the draft gives `probability`: the acceptance of
+    its bin. A bin no child fell in takes the nearest bin that has some (the lower one of two
+    as near: the cautious guess), and a calibration without any the probability itself (a draft
+    as good as the target)."""
+    edges, acceptance = calibration["edges"], calibration["acceptance"]
+    found = min(max(bisect.bisect_right(edges, probability) - 1, 0), len(acceptance) - 1)
+    measured = [index for index, rate in enumerate(acceptance) if rate is not None]
+    if not measured:
+        return probability
+    return acceptance[min(measured, key=lambda index: (abs(index - found), index))]
 
 
 def planning_acceptance(artifact: dict, positional: bool = False):

@@ -31,6 +31,7 @@ MAX_TIMINGS = 1024  # token counts in a profile (profile-hw times about 20): the
 MAX_RATE = 10**9  # tokens per second: far past any machine
 MAX_SEED = 2**63 - 1  # what a random generator takes
 MAX_VOCAB = 2**31 - 1  # token ids are 32-bit integers
+MAX_BINS = 1024  # calibration bins: a dynamic tree looks each child's bin up among them
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Vector = Annotated[list[Probability], Field(min_length=1, max_length=MAX_WIDTH)]
@@ -110,6 +111,44 @@ class Setup(Strict):
     placement: dict | None = None
 
 
+class Calibration(Strict):
+    """Children verification tried and accepted per bin [edges[i], edges[i + 1]) of their draft
+    probability (the last bin closed at 1), with each bin's acceptance and its standard error (null
+    for an empty bin), as `acceptance.calibration_from_counts` writes them."""
+
+    edges: Annotated[list[Probability], Field(min_length=2, max_length=MAX_BINS + 1)]
+    tried: Annotated[list[Count], Field(max_length=MAX_BINS)]
+    accepted: Annotated[list[Count], Field(max_length=MAX_BINS)]
+    acceptance: Annotated[list[Probability | None], Field(max_length=MAX_BINS)]
+    stderr: Annotated[list[Probability | None], Field(max_length=MAX_BINS)]
+
+    @model_validator(mode="after")
+    def rules(self):
+        if self.edges[0] != 0 or self.edges[-1] != 1:
+            raise fault(f"{{0}} runs from {self.edges[0]} to {self.edges[-1]}: the bins cover 0 to 1", "edges")
+        for index, (low, high) in enumerate(zip(self.edges, self.edges[1:]), start=1):
+            if high <= low:
+                raise fault(f"{{0}} is {high}, not past {low}: edges increase strictly", f"edges[{index}]")
+        bins = len(self.edges) - 1
+        for name in ("tried", "accepted", "acceptance", "stderr"):
+            if len(getattr(self, name)) != bins:
+                raise fault(f"{{0}} has {entries(len(getattr(self, name)))}, but the {len(self.edges)} entries of {{1}}"
+                            f" make {bins} bins", name, "edges")
+        for index, (tried, accepted) in enumerate(zip(self.tried, self.accepted)):
+            if accepted > tried:
+                raise fault(f"{{0}} is {accepted}, more than the {tried} of {{1}}", f"accepted[{index}]",
+                            f"tried[{index}]")
+            rate = accepted / tried if tried else None
+            expected = {"acceptance": rate, "stderr": (rate * (1 - rate) / tried) ** 0.5 if tried else None}
+            for name, value in expected.items():
+                given = getattr(self, name)[index]
+                if (given is None) != (value is None) or (value is not None and abs(given - value) > 1e-6):
+                    said = "null (an empty bin)" if value is None else f"{value:.6f}"
+                    raise fault(f"{{0}} is {shown(given)}, but {{1}} and {{2}} make {said}", f"{name}[{index}]",
+                                f"accepted[{index}]", f"tried[{index}]")
+        return self
+
+
 class AcceptanceFile(Strict):
     """sequoia-acceptance/1 (see docs/design.md, Artifacts)."""
 
@@ -142,6 +181,7 @@ class AcceptanceFile(Strict):
     draft_setup: Setup | None = None
     target_setup: Setup | None = None
     outside_draft_vocab: Probability = None
+    calibration: Calibration = None
 
     @model_validator(mode="after")
     def rules(self):
@@ -169,6 +209,12 @@ class AcceptanceFile(Strict):
                     position = next(i for i, rank in enumerate(row) if rank > width)
                     raise fault(f"{{0}} is {row[position]}: expected a rank 0..{width}",
                                 f"ranks[{prompt}][{position}]")
+        if self.calibration is not None and self.counts is not None:
+            # Every position with an accepted rank accepted one child, whose probability has a bin.
+            accepted = sum(sum(row[1:]) for row in self.counts)
+            if sum(self.calibration.accepted) != accepted:
+                raise fault(f"{{0}} sums to {sum(self.calibration.accepted)}, but {{1}} has {accepted} accepted"
+                            " positions", "calibration.accepted", "counts")
         if self.shard is not None:
             part, parts = map(int, self.shard.split("/"))
             if part >= parts:

@@ -3,7 +3,9 @@
 For each prompt, a continuation (the target's own generation at the same temperature, or a
 reference text) is read once by each model. At every continuation position the draft's
 distribution proposes `width` children (without replacement; greedy: its top-k) and the very
-verification code of `decode` says which rank, if any, the target accepts.
+verification code of `decode` says which rank, if any, the target accepts. The draft's probability
+of each child that verification tried, and whether it was accepted, are counted by bin of that
+probability: the calibration a dynamic tree grows by.
 
 Each position also has a level: 1 right after a rejection, l after l - 1 accepted positions (the
 last level standing for every deeper one): the counts by level and rank give `acceptance_by_level`,
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sequoia_cli.acceptance import LEVELS, acceptance_from_counts
+from sequoia_cli.acceptance import CALIBRATION_EDGES, LEVELS, acceptance_from_counts, calibration_from_counts
 from sequoia_cli.engine import (
     Sampling,
     check_seed,
@@ -121,23 +123,55 @@ def measure(request: Request, loaded: Loaded, dataset: str, progress=None) -> di
                               resolved.engine)
 
 
-def accepted_ranks(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
-                   generator: torch.Generator) -> list[int]:
-    """For each row (position), the rank (1..width) of the accepted child, 0 if none."""
+@dataclass(frozen=True)
+class Verified:
+    """What verification did at each position (row): the rank (1..width) of the accepted child, 0
+    if none; the draft's probability of each child, in the order they were verified (rows, width);
+    and which of them it tried (rows, width): the accepted one and those before it, or every real
+    child where none was accepted."""
+
+    ranks: list[int]
+    probabilities: torch.Tensor
+    tried: torch.Tensor
+
+
+def verify_positions(target_logits: torch.Tensor, draft_logits: torch.Tensor, sampling: Sampling, width: int,
+                     generator: torch.Generator) -> Verified:
+    """Each position's children verified as decode verifies them. Greedy: the draft's top-k in
+    order, the target's argmax accepted, the probabilities a softmax of the draft's logits (the
+    draft's own, at temperature 1); sampled: the children drawn from the draft's distribution at
+    the setting, which also gives their probabilities."""
     if sampling.greedy:
         best = target_logits.argmax(dim=-1, keepdim=True)
-        hits = draft_logits.topk(width, dim=-1).indices == best
-        return torch.where(hits.any(dim=-1), hits.int().argmax(dim=-1) + 1, 0).tolist()
+        top = draft_logits.topk(width, dim=-1)
+        hits = top.indices == best
+        ranks = torch.where(hits.any(dim=-1), hits.int().argmax(dim=-1) + 1, 0)
+        reached = torch.where(ranks > 0, ranks, width).unsqueeze(-1)
+        tried = torch.arange(width, device=ranks.device) < reached
+        probabilities = (top.values - draft_logits.logsumexp(dim=-1, keepdim=True)).exp()  # softmax, top-k only
+        return Verified(ranks.tolist(), probabilities, tried)
     p = distribution(target_logits.float(), sampling.temperature, sampling.top_p)
     q = distribution(draft_logits.float(), sampling.temperature, sampling.top_p)
     children, real = draw_children(q, width, sampling.method, generator)
-    ranks = []
+    ranks, reached = [], []
     for row in range(len(p)):
         kids = children[row][real[row]].tolist()
         uniforms = torch.rand(len(kids), generator=generator, device=p.device).tolist()
-        chosen, _, _ = verify_node(p[row], q[row], kids, sampling.method, uniforms)
+        chosen, _, checked = verify_node(p[row], q[row], kids, sampling.method, uniforms)
         ranks.append(0 if chosen is None else chosen + 1)
-    return ranks
+        reached.append(len(checked))
+    return Verified(ranks, q.gather(-1, children), torch.arange(width) < torch.tensor(reached).unsqueeze(-1))
+
+
+def calibration_counts(verified: Verified, edges: torch.Tensor) -> torch.Tensor:
+    """[tried, accepted]: the children per bin [edges[i], edges[i + 1]) of their draft probability (the
+    last bin closed at 1), counted on the host in float64 (the edges' precision, which not every
+    device has)."""
+    bins = len(edges) - 1
+    tried = verified.tried.cpu()
+    accepted = torch.arange(tried.shape[-1]) == torch.tensor(verified.ranks).unsqueeze(-1) - 1
+    binned = torch.bucketize(verified.probabilities.cpu().double(), edges[1:-1], right=True)
+    return torch.stack([torch.bincount(binned[chosen], minlength=bins) for chosen in (tried, accepted)])
 
 
 def run_lengths(ranks: list[int]) -> list[int]:
@@ -159,15 +193,17 @@ def _logits(model, ids: list[int], start: int, vocab: int) -> torch.Tensor:
 
 def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_done=None,
                        run: dict | None = None, engine: str = "eager") -> dict:
-    """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts and the ranks, plus the
-    `run` fields given (models, data set, device, ...). The request's shard (I, N) measures the
-    prompts I, I + N, I + 2N, ... only, each with the random stream it has in the whole run. The
-    target's own continuations are generated with `engine`'s forwards."""
+    """A sequoia-acceptance/1 artifact: the vector, its rows by level, the counts, the ranks and the
+    calibration, plus the `run` fields given (models, data set, device, ...). The request's shard
+    (I, N) measures the prompts I, I + N, I + 2N, ... only, each with the random stream it has in
+    the whole run. The target's own continuations are generated with `engine`'s forwards."""
     sampling, width, seed = request.sampling, request.width, request.seed
     continuation_tokens, part, parts = request.continuation_tokens, *request.shard
     vocab = target.get_output_embeddings().out_features
     fitted = fitted_prompts(request, tokenizer, Limits(min(context_length(target), context_length(draft)), vocab))
     counts = torch.zeros(LEVELS, width + 1, dtype=torch.long)  # [level - 1, rank], rank 0 = none
+    edges = torch.tensor(CALIBRATION_EDGES, dtype=torch.float64)
+    calibration = torch.zeros(2, len(edges) - 1, dtype=torch.long)  # [tried, accepted] children per bin
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
     ranks_by_prompt = {}
@@ -180,7 +216,10 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
             continuation = generated.output_ids
         ids = prompt_ids + continuation
         draft_logits = _logits(draft, ids, len(prompt_ids), vocab)
-        ranks = accepted_ranks(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width, generator)
+        verified = verify_positions(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width,
+                                    generator)
+        ranks = verified.ranks
+        calibration += calibration_counts(verified, edges)
         for level, rank in zip(run_lengths(ranks), ranks):
             counts[level - 1, rank] += 1
         ranks_by_prompt[str(index)] = ranks
@@ -196,4 +235,5 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
                                   continuation_tokens=continuation_tokens,
                                   seed=seed, outside_draft_vocab=outside / positions if positions else 0.0,
                                   ranks=ranks_by_prompt,
+                                  calibration=calibration_from_counts(CALIBRATION_EDGES, *calibration.tolist()),
                                   **({"shard": f"{part}/{parts}"} if parts > 1 else {}), **(run or {}))

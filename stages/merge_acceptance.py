@@ -2,14 +2,15 @@
 their counts and ranks, so that the result equals the measurement of all their prompts.
 
 Every input is checked before anything is merged: each has counts of its width, they come from one
-measurement (same models, setups, sampling, width and shard count) and together they are each of
-its shards once.
+measurement (same models, setups, sampling, width, calibration bins and shard count) and together
+they are each of its shards once. A calibration is summed bin by bin; shards with and without one
+are refused, since a calibration of some shards' children only would pass for the whole's.
 """
 
 import re
 from itertools import islice
 
-from sequoia_cli.acceptance import acceptance_from_counts, merged_counts
+from sequoia_cli.acceptance import acceptance_from_counts, merged_calibration, merged_counts
 from sequoia_cli.errors import BadInput
 
 # What must agree between shards: the models and their setups, the sampling setting, the width.
@@ -17,7 +18,7 @@ SAME = ("draft", "target", "draft_setup", "target_setup", "mode", "temperature",
 # What the merge computes again rather than copies from the first shard.
 DERIVED = ("format", "mode", "temperature", "top_p", "width", "acceptance", "rejected_all", "samples", "stderr",
            "acceptance_by_level", "samples_by_level", "stderr_by_level", "counts", "shard", "prompts",
-           "outside_draft_vocab", "ranks")
+           "outside_draft_vocab", "ranks", "calibration")
 
 
 def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
@@ -32,6 +33,9 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
                                " shards of one measurement only")
         if len(shard["counts"]) != len(first["counts"]):
             raise BadInput(f"{path}: counts of {len(shard['counts'])} levels, {first_path} of {len(first['counts'])}")
+        if calibration_bins(shard) != calibration_bins(first):
+            raise BadInput(f"{path}: {calibration_words(shard)} but {first_path} has {calibration_words(first)}:"
+                           " shards of one measurement only")
     check_complete(shards)
     artifacts = [shard for _, shard in shards]
     counts = merged_counts(artifacts)
@@ -48,7 +52,19 @@ def merge_acceptance(shards: list[tuple[str, dict]]) -> dict:
     if all("ranks" in s for s in artifacts):  # each shard's prompts are its own, so they never collide
         prompts = sorted((int(p), ranks) for s in artifacts for p, ranks in s["ranks"].items())
         merged["ranks"] = {str(p): ranks for p, ranks in prompts}
+    if "calibration" in first:  # then every shard has one, of the same bins
+        merged["calibration"] = merged_calibration(artifacts)
     return merged
+
+
+def calibration_bins(shard: dict) -> list[float] | None:
+    """The edges of a shard's calibration bins; None without a calibration."""
+    return shard["calibration"]["edges"] if "calibration" in shard else None
+
+
+def calibration_words(shard: dict) -> str:
+    edges = calibration_bins(shard)
+    return "no 'calibration'" if edges is None else f"calibration edges {edges}"
 
 
 def check_mergeable(path: str, shard: dict) -> None:

@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
+from sequoia_cli.acceptance import calibration_from_counts
 from sequoia_cli.artifacts import check_acceptance, check_profile
 from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.measure_acceptance import LEVELS, Request, accepted_ranks, measure_acceptance, run_lengths
+from stages.measure_acceptance import LEVELS, Request, measure_acceptance, run_lengths, verify_positions
 from stages.merge_acceptance import merge_acceptance
 from stages.profile_hw import token_counts
 from tests.conftest import assert_one_line_error, sequoia
@@ -42,8 +43,8 @@ def test_toy_distributions_give_the_hand_computed_vector():
             exact[rank] += reach * accept
             reach *= 1 - accept
         exact[0] += reach
-    ranks = accepted_ranks(p.log().expand(positions, 4), q.log().expand(positions, 4), Sampling(1.0, 1.0), width,
-                           torch.Generator().manual_seed(0))
+    ranks = verify_positions(p.log().expand(positions, 4), q.log().expand(positions, 4), Sampling(1.0, 1.0), width,
+                             torch.Generator().manual_seed(0)).ranks
     measured = torch.bincount(torch.tensor(ranks), minlength=width + 1).double() / positions
     stderr = (exact * (1 - exact) / positions).sqrt()
     assert ((measured - exact).abs() <= 4 * stderr + 1e-12).all(), (measured, exact)
@@ -52,7 +53,7 @@ def test_toy_distributions_give_the_hand_computed_vector():
 def test_greedy_rank_is_the_targets_argmax_among_the_drafts_top_k():
     target = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 9.0]])
     draft = torch.tensor([[0.0, 2.0, 3.0, 1.0], [0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
-    assert accepted_ranks(target, draft, Sampling(), 2, torch.Generator()) == [2, 0, 0]
+    assert verify_positions(target, draft, Sampling(), 2, torch.Generator()).ranks == [2, 0, 0]
 
 
 def test_run_lengths_count_accepted_positions_before_each():
@@ -146,6 +147,8 @@ MERGE_FAULTS = {
     "counts narrower than width": ([{**measured_shard("0/2"), "counts": [[1, 2]]}, measured_shard("1/2")], ["counts"]),
     "a shard given as a list": ([measured_shard("0/2"), measured_shard("1/2", shard=[1, 2])], ["shard"]),
     "prompts given as a string": ([measured_shard("0/2"), measured_shard("1/2", prompts="one")], ["prompts"]),
+    "a shard without its calibration": ([measured_shard("0/2", calibration=calibration_from_counts(
+        [0.0, 0.5, 1.0], [4, 3], [1, 2])), measured_shard("1/2")], ["no 'calibration' but", "has calibration edges"]),
     "a setup given as a string": ([measured_shard(part, draft_setup="none") for part in ("0/2", "1/2")],
                                   ["draft_setup"]),
 }

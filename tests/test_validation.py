@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sequoia_cli import artifacts, schema
+from sequoia_cli.acceptance import calibration_from_counts
 from tests.conftest import sequoia
 from tests.test_cli import ACCEPTANCE, PROFILE, assert_bad_input, put
 
@@ -33,6 +34,7 @@ STATS = {"format": "sequoia-stats/1", "prompts": 1, "tokens": 40, "seconds": 2.0
          "method": "sequoia", "temperature": 0.0, "top_p": 1.0, "seed": 7, "draft": "d", "target": "t",
          "device": "cpu", "dtype": "float32"}
 RANKS = {"0": [1, 0, 2, 1, 1, 3, 0], "1": [1, 1, 1, 0, 2]}
+CALIBRATION = calibration_from_counts([0.0, 0.5, 1.0], [4, 3], [1, 2])
 
 
 def _set(*path_and_value):
@@ -74,6 +76,10 @@ FAULTS = {
     "stochastic at temperature 0": ("acceptance", lambda a: a.update(mode="stochastic", temperature=0),
                                     ["'temperature'", "(0, 100]"]),
     "top_p of 0": ("acceptance", _set("top_p", 0), ["'top_p'", "(0, 1]"]),
+    "calibration edges not increasing": ("acceptance", _set("calibration", {**CALIBRATION, "edges": [0, 0.7, 0.5, 1]}),
+                                         ["'calibration.edges[2]'", "strictly"]),
+    "calibration accepting more than it tried": ("acceptance", _set("calibration", {**CALIBRATION, "accepted": [5, 2]}),
+                                                 ["'calibration.accepted[0]'", "more than the 4"]),
     "tree expected_tokens of 401 digits": ("tree", _set("expected_tokens", HUGE), ["'expected_tokens'", "401 digits"]),
     "tree expected_tokens as a string": ("tree", _set("expected_tokens", "2.16"),
                                          ["'expected_tokens'", "not a number"]),
@@ -111,7 +117,8 @@ COMMANDS = {
     "profile": [["optimize", "--acceptance", "{w}/acc.json", "--profile", "{f}", "--out", "{w}/tree.json"]],
     "stats": [["compare", "{f}", "{w}/stats.json"]],
 }
-VALID = {"acceptance": dict(ACCEPTANCE, ranks=RANKS, draft_setup={"quantize": "none", "vocab": None}),
+VALID = {"acceptance": dict(ACCEPTANCE, ranks=RANKS, draft_setup={"quantize": "none", "vocab": None},
+                            calibration=CALIBRATION),
          "tree": TREE, "profile": PROFILE, "stats": STATS}
 
 
@@ -224,7 +231,7 @@ NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text",
 
 
 def validated_fields() -> set[str]:
-    models = [schema.AcceptanceFile, schema.Source, schema.Plan, schema.TreeFile, schema.Section,
+    models = [schema.AcceptanceFile, schema.Calibration, schema.Source, schema.Plan, schema.TreeFile, schema.Section,
               schema.ProfileFile, schema.StatsFile, schema.Setup]
     return {"format"} | {name for model in models for name in model.model_fields} | set(
         schema.Candidate.__annotations__)
