@@ -13,10 +13,10 @@ import torch
 
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded, Resolved
-from sequoia_cli.prompts import DATA_DIR
+from sequoia_cli.prompts import DATA_DIR, SPEC_BENCH_SUBTASKS
 from sequoia_cli.tree import check_parents, depths, level_widths
 from stages import bench
-from stages.bench import hardware, harness, offload, shared, stats, step_counts, timing
+from stages.bench import hardware, harness, offload, shared, spec_bench, stats, step_counts, timing
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
@@ -396,6 +396,40 @@ def test_an_offloaded_target_that_cannot_load_fails_its_experiment_not_the_run(t
     assert "## 5. The DP itself" in text and "## 7. Offloaded target" in text and "failed: BadInput" in text
 
 
+def test_spec_bench_decodes_each_subtask_and_both_mt_bench_turns_as_autoregressive_decoding_does(tmp_path):
+    tokenizer = tiny_tokenizer()  # bytes as tokens: Spec-Bench's long articles need a long context
+    target = tiny_model("qwen2", vocab=len(tokenizer), seed=1, eos=tokenizer.eos_token_id, context=8192)
+    config = dataclasses.replace(TINY, experiments=bench.experiments_of("spec-bench"))
+    ticks = []
+    report = run_tiny((target, noisy_copy(target, 0.3), tokenizer), tmp_path, config,
+                      tick=lambda label, weight: ticks.append(weight))
+    assert sum(ticks) == bench.total_work(config)
+    found = json.loads((tmp_path / "bench.json").read_text())["spec_bench"]
+    decoded, measured = spec_bench.sizes(config)
+    for chosen in found["questions"].values():
+        assert len(chosen["decode"]) == decoded and len(chosen["acceptance"]) == measured
+        assert not set(chosen["decode"]) & set(chosen["acceptance"])
+    assert found["vector"]["prompts"] == measured * len(SPEC_BENCH_SUBTASKS)
+    rows = {(r["subtask"], r["method"]): r for r in found["rows"]}
+    assert set(rows) == {(s, m) for s in (*SPEC_BENCH_SUBTASKS, "overall") for m in spec_bench.METHODS}
+    count = decoded * len(SPEC_BENCH_SUBTASKS)
+    for (subtask, method), row in rows.items():
+        assert "error" not in row, row
+        questions = count if subtask == "overall" else decoded
+        # Greedy in float32: every method's output, HF generate's included, is autoregressive decoding's.
+        assert row["same_as_autoregressive"] == ("reference" if method == "autoregressive"
+                                                 else f"{questions} of {questions}")
+        assert len(row["per_prompt"]) == questions
+    assert rows["overall", "Sequoia"]["tokens"] == sum(rows[s, "Sequoia"]["tokens"] for s in SPEC_BENCH_SUBTASKS)
+    cells = cells_of(tmp_path)
+    first = next(key for key in cells if key.startswith("spec-bench | autoregressive | prompt 0"))
+    assert len(cells[first]["turn_tokens"]) == 2  # MT-Bench's question: both turns
+    assert all(len(cells[f"spec-bench | autoregressive | prompt {i}"]["turn_tokens"]) == 1
+               for i in range(decoded, count))
+    text = report.read_text()
+    assert "## 9. Spec-Bench" in text and "| overall | Sequoia |" in text
+
+
 ALL = "scalability,robustness,wall-clock,hardware,dp,overhead,offload"
 
 
@@ -422,7 +456,7 @@ def test_a_run_chosen_by_name_is_the_run_chosen_by_number(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [("3,x", "no experiment 'x'"), ("wallclock", "no experiment 'wallclock'"),
-                                           ("3,9", "no experiment '9'"), ("", "no experiment ''"),
+                                           ("3,10", "no experiment '10'"), ("", "no experiment ''"),
                                            ("3,,4", "no experiment ''")])
 def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
     with pytest.raises(BadInput, match=message) as refused:
@@ -433,7 +467,7 @@ def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
 
 
 @pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((6,), "need 3"), ((4, 5), r"need 3 \(wall-clock\)"),
-                                             ((3, 6, 9), "no experiment 9; choose among 1 scalability"),
+                                             ((3, 6, 10), "no experiment 10; choose among 1 scalability"),
                                              ((), "choose among 1 scalability")])
 def test_experiments_that_cannot_run_are_refused(chosen, message):
     with pytest.raises(BadInput, match=message):

@@ -11,7 +11,8 @@ experiment is one entry here and its module.
 5. dp: the DP's own run time;
 6. overhead: the decode loop's time outside the model forwards;
 7. offload: the target offloaded (most of its weights on disk), its tree against autoregressive decoding;
-8. engines: the device's engines side by side: t(1), Sequoia tokens/s, start-up.
+8. engines: the device's engines side by side: t(1), Sequoia tokens/s, start-up;
+9. spec-bench: Spec-Bench's six subtasks, greedy: tokens per step and speedups in its own terms.
 """
 
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.bench import engines, hardware, offload, plots, sections, step_counts, timing
+from stages.bench import engines, hardware, offload, plots, sections, spec_bench, step_counts, timing
 from stages.bench.harness import Config
 from stages.bench.shared import WORKLOADS, Bench, setting_name
 
@@ -63,6 +64,8 @@ EXPERIMENTS = (
                sections.offloaded_section, offload.offload_settings),
     Experiment(8, "engines", "Engines", engines.run_engines, engines.engines_work, engines.engines_section,
                engines.engines_settings),
+    Experiment(9, "spec-bench", "Spec-Bench", spec_bench.run_spec_bench, spec_bench.spec_bench_work,
+               spec_bench.spec_bench_section),
 )
 BY_NUMBER = {experiment.number: experiment for experiment in EXPERIMENTS}
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}

@@ -55,7 +55,9 @@ class Config:
     dp_depth: int = 32
     dp_width: int = 32
     resamples: int = 2000  # bootstrap resamples per interval
-    # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time.
+    # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time,
+    # nor 9, which decodes a set of its own (Spec-Bench: half of `prompts` per subtask, its vector on
+    # `acceptance_prompts` / 16 others per subtask).
     experiments: tuple = (1, 2, 3, 4, 5, 6, 8)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"
@@ -79,7 +81,7 @@ FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(
               acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
               sweep_tokens=96, chain_max_size=4,
-              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8))
+              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
 def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:
@@ -193,13 +195,15 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
     return result
 
 
-def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: bool) -> dict:
+def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: bool,
+           ids: list[int] | None = None) -> dict:
     """One prompt through Hugging Face `generate`, plain or with the draft as assistant (its default
-    schedule); sampled with the same temperature and top-p and no top-k cut, else greedy."""
+    schedule); sampled with the same temperature and top-p and no top-k cut, else greedy. The
+    prompt's ids are `ids` where given (a conversation's later turn), else the run's."""
     from transformers import GenerationConfig
     from transformers.utils import logging as hf_logging
 
-    ids = torch.tensor([run.prompt_ids[index]], device=input_device(run.target))
+    ids = torch.tensor([run.prompt_ids[index] if ids is None else ids], device=input_device(run.target))
     sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
     settings = GenerationConfig(max_new_tokens=new_tokens, pad_token_id=run.pad, eos_token_id=sorted(run.eos) or None,
                                 **({"do_sample": False} if sampling.greedy else sampled))

@@ -35,7 +35,7 @@ def setting_name(sampling: Sampling) -> str:
 
 def empty_results() -> dict:
     """bench.json's rows before any experiment ran: every key present, so the report reads them alike."""
-    return {**{key: [] for key in ROWS}, "offloaded": None, "plans": {}}
+    return {**{key: [] for key in ROWS}, "offloaded": None, "plans": {}, "spec_bench": None}
 
 
 @dataclass
