@@ -259,6 +259,9 @@ def optimize_command(
     max_depth: Annotated[int | None, option("Deepest tree to weigh. Default: no bound.")] = None,
     show: Annotated[int, option("How many of the best candidates to print.")] = 10,
     positional: Positional = False,
+    method: Annotated[str, option("sequoia: the tree. dynamic: also the plan decode --method dynamic grows a"
+                                  " tree by every step (the tree's level widths its caps; needs an acceptance file"
+                                  " with a calibration and a profile of the pair).")] = "sequoia",
 ):
     """Pick the tree size and depth with the best predicted speed on the profiled hardware.
 
@@ -276,7 +279,7 @@ def optimize_command(
         raise BadInput("--acceptance and --profile cannot both be standard input")
     writable(out=out)
     tree = optimize(artifacts.read_acceptance(acceptance), artifacts.read_profile(profile), max_size, max_depth,
-                    positional)
+                    positional, method)
     artifacts.write_json(out, tree)
     render.plan_table(tree, out, show)
 
@@ -350,7 +353,9 @@ def decode_command(
     temperature: Annotated[float | None, option("Sampling temperature (> 0). Default: the tree's, else"
                                                    " greedy.")] = None,
     top_p: Annotated[float | None, option("Nucleus sampling mass in (0, 1]. Default: the tree's, else 1.")] = None,
-    method: Annotated[str, option("sequoia | specinfer | topk | chain | autoregressive.")] = "sequoia",
+    method: Annotated[str, option("sequoia | specinfer | topk | chain | autoregressive | dynamic (a tree grown"
+                                  " every step where the draft is confident, by the plan of a tree file from"
+                                  " optimize --method dynamic).")] = "sequoia",
     chain_length: Annotated[int | None, option("Tokens the draft speculates per step, for --method"
                                                   " chain.")] = None,
     max_new_tokens: Annotated[int, option("Stop after this many new tokens (EOS and the context stop"

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sequoia_cli.dynamic import Growth, grow
 from sequoia_cli.errors import BadInput
-from sequoia_cli.kv import Cache, fit_cache, forward, keep, new_cache, on_device
+from sequoia_cli.kv import Cache, causal, fit_cache, fit_vocab, forward, keep, new_cache, on_device
 from sequoia_cli.sampling import distribution, draw_children
 from sequoia_cli.tree import check_parents, depths, level_order, level_widths, ranks
 from sequoia_cli.walk import expected_tokens, walk_device, walk_host
@@ -103,6 +104,8 @@ class Result:
     # Per step, when asked: the tokens the step adds on average over verification's coin flips,
     # given the tree drafted (see `walk.expected_tokens`).
     expected: list[float] = field(default_factory=list)
+    # Per step of a dynamic tree: the tokens its calibration predicted (`dynamic.grow`).
+    predicted: list[float] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)  # the prompt and the output
     seconds: float = 0.0  # the whole call, prefill included
     prefill_seconds: float = 0.0  # both models reading the prompt (all but its last token)
@@ -112,10 +115,6 @@ class Result:
     # last, the draft's a prefix.
     target_cache: Cache | None = None
     draft_cache: Cache | None = None
-
-
-def causal(count: int, device) -> torch.Tensor:
-    return torch.ones(count, count, dtype=torch.bool, device=device).tril()
 
 
 MAX_SEED = 2**63 - 1
@@ -169,15 +168,6 @@ def _draft_tree(cache: Cache, pending: torch.Tensor, layout: Layout, sampling: S
     return tokens, (torch.cat(proposals) if proposals else None), alive
 
 
-def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Draft logits over the target's vocabulary: a draft with padding columns loses them, a
-    smaller draft never proposes the target's extra tokens."""
-    if logits.shape[-1] >= vocab:
-        return logits[..., :vocab]
-    pad = torch.full((*logits.shape[:-1], vocab - logits.shape[-1]), -torch.inf, device=logits.device)
-    return torch.cat([logits, pad], dim=-1)
-
-
 def check_tree_attention(model, name: str) -> None:
     """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
     Probe: a root with two children; the second child must not see the first."""
@@ -223,7 +213,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
              eos_ids: set[int], generator: torch.Generator,
              on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
              engine: str = "eager", reuse: Result | None = None, walk_on_device: bool | None = None,
-             extend: bool = False) -> Result:
+             extend: bool = False, growth: Growth | None = None) -> Result:
     """Decode after `prompt_ids` until EOS, `max_new_tokens` or the context is full. The output
     follows the target's own distribution (token for token in greedy mode). `expected` also
     records each step's `expected_tokens` (for measuring a tree, it costs time). `engine` is the
@@ -231,7 +221,8 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     result whose caches this call may take over, and with `extend` the entries of the tokens its
     sequence and this prompt share (a conversation's next turn reads only what is new; without,
     every prompt is read whole, as the bench times it). The walk runs on the device on a GPU
-    (`walk_on_device` overrides)."""
+    (`walk_on_device` overrides). With `growth`, every step grows its own tree (`dynamic.py`)
+    and `layout` is the largest tree it may grow, its caches' room."""
     device = input_device(target)
     vocab = target.get_output_embeddings().out_features
     context = context_length(target) if draft is None else min(context_length(target), context_length(draft))
@@ -242,7 +233,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     room = min(len(tokens) + max_new_tokens, context) + layout.size
     target_cache = fit_cache(reuse and reuse.target_cache, target, engine, room)
     draft_cache = None
-    if draft is not None and layout.depth > 0:
+    if draft is not None and (layout.depth > 0 or growth):
         draft_cache = fit_cache(reuse and reuse.draft_cache, draft, engine, room)
     started = time.perf_counter()
     with torch.inference_mode():
@@ -260,29 +251,42 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
         result.prefill_seconds = time.perf_counter() - started
         while True:
             # Near the end of the context, finish with plain steps rather than overflow it.
-            step_layout = layout if len(tokens) + layout.depth <= context else single
+            fits = len(tokens) + layout.depth <= context
+            step_layout = layout if fits and not growth else single
             root = len(tokens) - 1
-            if step_layout.depth > 0:
+            if growth and fits:
+                pending = on_device(tokens[draft_cache.length:], device)
+                parents, tree, proposals, read, predicted = grow(draft_cache, pending, growth, sampling, vocab,
+                                                                 generator)
+                result.predicted.append(predicted)
+                step_layout = tree_layout(parents, device)
+                alive = torch.ones(step_layout.size, dtype=torch.bool, device=device)
+            elif step_layout.depth > 0:
                 pending = on_device(tokens[draft_cache.length:], device)
                 tree, proposals, alive = _draft_tree(draft_cache, pending, step_layout, sampling, vocab, generator)
-                result.draft_forwards += step_layout.depth
+                read = step_layout.depth
             else:
-                tree, proposals = on_device(tokens[-1:], device), None
+                tree, proposals, read = on_device(tokens[-1:], device), None, 0
                 alive = torch.ones(1, dtype=torch.bool, device=device)
+            result.draft_forwards += read
             # The target holds every token but the root: the step's forward is the tree alone.
             positions = root + step_layout.depth_of
-            logits = forward(target_cache, tree, positions, step_layout.ancestors, last=step_layout.size)
+            logits = forward(target_cache, tree, positions, step_layout.ancestors, last=step_layout.size,
+                             fixed=growth is None)
             if expected:
                 result.expected.append(expected_tokens(logits, tree, proposals, alive, step_layout, sampling))
             path, new = walk(logits, tree, proposals, alive, step_layout, sampling, generator)
 
             keep(target_cache, root + 1, [node - 1 for node in path])
-            if step_layout.depth > 0:  # the draft never read the deepest level
-                fed = [node - 1 for node in path if step_layout.node_depths[node] < step_layout.depth]
-                keep(draft_cache, root + 1, fed)
+            if read:  # the draft read the levels above `read` (a static tree: all but the deepest)
+                keep(draft_cache, root + 1, [node - 1 for node in path if step_layout.node_depths[node] < read])
             result.step_tokens.append(len(new))
 
-            new, result.stopped_by = _until_stop(new, eos_ids, max_new_tokens - len(result.output_ids))
+            # A step that accepts its deepest node adds depth + 1 tokens: the last may be past the context.
+            budget, left = max_new_tokens - len(result.output_ids), context - len(tokens)
+            new, result.stopped_by = _until_stop(new, eos_ids, min(budget, left))
+            if result.stopped_by == "max_new_tokens" and left < budget:
+                result.stopped_by = "context"
             tokens += new
             result.output_ids += new
             result.accepted.append(len(new))

@@ -73,6 +73,19 @@ def fit_cache(cache: Cache | None, model, engine: str, tokens: int) -> Cache:
     return new_cache(model, engine, tokens)
 
 
+def causal(count: int, device) -> torch.Tensor:
+    return torch.ones(count, count, dtype=torch.bool, device=device).tril()
+
+
+def fit_vocab(logits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Draft logits over the target's vocabulary: a draft with padding columns loses them, a
+    smaller draft never proposes the target's extra tokens."""
+    if logits.shape[-1] >= vocab:
+        return logits[..., :vocab]
+    pad = torch.full((*logits.shape[:-1], vocab - logits.shape[-1]), -torch.inf, device=logits.device)
+    return torch.cat([logits, pad], dim=-1)
+
+
 def blocked_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min
 

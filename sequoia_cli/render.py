@@ -89,6 +89,10 @@ def plan_table(tree: dict, out: str, show: int) -> None:
         console.print("[yellow]the profile has no draft timings: the draft was counted as free[/]")
     console.print(f"chosen: size {plan['size']}, depth {plan['depth']}, predicted speedup "
                   f"{plan['speedup']:.2f}x over autoregressive -> {out}")
+    if tree.get("dynamic"):
+        dynamic = tree["dynamic"]
+        console.print(f"dynamic trees: up to {dynamic['widths']} nodes per level, {dynamic['children']} children"
+                      f" drawn per node, a token worth {dynamic['token_ms']:.1f} ms")
 
 
 def tree_drawing(tree: dict) -> None:

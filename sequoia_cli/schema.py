@@ -269,6 +269,32 @@ class Plan(Strict):
     candidates: Annotated[list[Candidate], Field(max_length=MAX_CANDIDATES)] = None
 
 
+Timings = Annotated[dict[TokenCount, Milliseconds], Field(min_length=1, max_length=MAX_TIMINGS)]
+
+
+class Dynamic(Strict):
+    """A tree file's plan for dynamic trees (optimize --method dynamic; `dynamic.Growth`): the most
+    nodes per level, the children drawn per node, the chance a reached node has one accepted, what
+    a token is worth, the forward times, and the draft's calibration."""
+
+    widths: Annotated[list[Annotated[int, Field(ge=1, lt=MAX_TREE_SIZE)]], Field(min_length=1, max_length=MAX_LEVELS)]
+    children: Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+    gain: Probability
+    token_ms: Milliseconds
+    target_ms: Timings
+    draft_ms: Timings
+    calibration: Calibration
+
+    @model_validator(mode="after")
+    def rules(self):
+        if sum(self.widths) + 1 > MAX_TREE_SIZE:
+            raise fault(f"{{0}} sum to {sum(self.widths)}: a tree has at most {MAX_TREE_SIZE} nodes", "widths")
+        for name in ("target_ms", "draft_ms"):
+            if "1" not in getattr(self, name):
+                raise fault("{0} has no timing for 1 token", name)
+        return self
+
+
 class TreeFile(Strict):
     """sequoia-tree/1."""
 
@@ -282,6 +308,7 @@ class TreeFile(Strict):
     planned_by: Literal["level", "positional"] = None
     source: Source = None
     plan: Plan = None
+    dynamic: Dynamic = None
 
     @model_validator(mode="after")
     def rules(self):

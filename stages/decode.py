@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sequoia_cli.artifacts import stats_artifact
+from sequoia_cli.dynamic import Growth, budget_parents, growth_of
 from sequoia_cli.engine import (
     Layout,
     Result,
@@ -26,8 +27,8 @@ from sequoia_cli.tree import expected_tokens, ranks
 
 # Every method runs through the same loop: the tree methods on the tree file's shape (they differ
 # in how children are drawn and verified), chain on a chain of `chain_length` tokens,
-# autoregressive on a tree of size 1.
-METHODS = (*TREE_METHODS, "chain", "autoregressive")
+# autoregressive on a tree of size 1, dynamic on a tree grown per step by the tree file's plan.
+METHODS = (*TREE_METHODS, "chain", "autoregressive", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class Request:
     @property
     def needs_draft(self) -> bool:
         return len(self.parents) > 1
+
+    @property
+    def growth(self) -> Growth | None:
+        """How method dynamic grows its trees (None for the other methods)."""
+        return growth_of(self.tree["dynamic"]) if self.method == "dynamic" else None
 
 
 def prepare(method: str, tree: dict | None, chain_length: int | None, greedy: bool, temperature: float | None,
@@ -71,6 +77,14 @@ def method_parents(method: str, tree: dict | None, chain_length: int | None) -> 
         if chain_length is None or chain_length < 1 or tree:
             raise BadInput("method chain takes chain_length K (K >= 1) and no tree", "method", "chain_length", "tree")
         return chain_parents(chain_length)
+    if method == "dynamic":
+        if not tree or chain_length:
+            raise BadInput("method dynamic takes tree (a file from optimize with method dynamic) and no chain_length",
+                           "method", "tree", "chain_length")
+        if not tree.get("dynamic"):
+            raise BadInput("the tree has no dynamic plan: make it with optimize's method dynamic (from an acceptance"
+                           " file with a calibration)", "tree", "method")
+        return budget_parents(growth_of(tree["dynamic"]))
     if method == "autoregressive":
         if tree or chain_length:
             raise BadInput("method autoregressive takes no tree or chain_length", "method", "tree", "chain_length")
@@ -82,8 +96,9 @@ def method_parents(method: str, tree: dict | None, chain_length: int | None) -> 
 
 
 def verification(method: str) -> str:
-    """The verification rule of a method: a chain is verified as a tree of one child per node."""
-    return "sequoia" if method in ("chain", "autoregressive") else method
+    """The verification rule of a method: a chain is verified as a tree of one child per node, a
+    dynamic tree's children are drawn without replacement as Sequoia's are."""
+    return "sequoia" if method in ("chain", "autoregressive", "dynamic") else method
 
 
 def fits(request: Request, prompts: list) -> Callable:
@@ -150,9 +165,10 @@ def decode(request: Request, loaded: Loaded, prompts: list, show: Callable[[str]
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
     records = decode_prompts(target, draft, loaded.tokenizer, conversations, encoded, layout, sampling,
                              request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine,
-                             request.chat_template)
-    tree = request.tree or {}
-    figures = summarize(records, layout, tree.get("expected_tokens"), predictions(request.tree, request.parents))
+                             request.chat_template, request.growth)
+    # A dynamic run's trees are not the file's: its predictions are of another tree.
+    tree = request.tree if request.method != "dynamic" else None
+    figures = summarize(records, layout, (tree or {}).get("expected_tokens"), predictions(tree, request.parents))
     return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
 
 
@@ -166,13 +182,16 @@ def run_facts(request: Request, resolved: Resolved) -> dict:
 def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
                   sampling: Sampling, max_new_tokens: int, seed: int,
                   on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
-                  engine: str = "eager", reuse: Result | None = None, extend: bool = False) -> tuple[dict, Result]:
+                  engine: str = "eager", reuse: Result | None = None, extend: bool = False,
+                  growth: Growth | None = None) -> tuple[dict, Result]:
     """One prompt's generation record (SPEC's generations format) and the engine's result (whose
     caches a next prompt may `reuse`, and a conversation's next turn `extend`); `index` is its
-    place in the run, which picks its random stream. `expected` adds each step's expected tokens."""
+    place in the run, which picks its random stream. `expected` adds each step's expected tokens;
+    with `growth`, each step grows its own tree within `layout`."""
     generator = prompt_generator(seed, index, input_device(target))
     result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
-                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse, extend=extend)
+                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse, extend=extend,
+                      growth=growth)
     record = {
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
@@ -189,7 +208,7 @@ def decode_prompts(target, draft, tokenizer, conversations: list[list[str]], enc
                    layout: Layout, sampling: Sampling, max_new_tokens: int, seed: int,
                    on_tokens: Callable[[list[int]], None] | None = None,
                    on_prompt_done: Callable[[], None] | None = None, engine: str = "eager",
-                   chat_template: bool = True) -> list[dict]:
+                   chat_template: bool = True, growth: Growth | None = None) -> list[dict]:
     """One record per turn, in order (a conversation's records numbered by `turn`); `encoded`
     holds the first turns' checked token ids. The prompts share the engine's caches, and a
     conversation's turns their entries: a later turn reads only what it adds."""
@@ -201,7 +220,7 @@ def decode_prompts(target, draft, tokenizer, conversations: list[list[str]], enc
                 ids = next_turn_ids(tokenizer, turns, answers, result.tokens, chat_template)
             record, result = decode_prompt(target, draft, tokenizer, text, ids, len(records), layout, sampling,
                                            max_new_tokens, seed, on_tokens, engine=engine, reuse=result,
-                                           extend=turn > 0)
+                                           extend=turn > 0, growth=growth)
             if len(turns) > 1:
                 record["turn"] = turn + 1
             records.append(record)

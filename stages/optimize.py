@@ -6,17 +6,30 @@ import numpy as np
 from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.artifacts import timings, tree_artifact
 from sequoia_cli.cost import step_ms, step_ms_of
+from sequoia_cli.dynamic import plan_growth
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
+METHODS = ("sequoia", "dynamic")
+
 
 def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None,
-             positional: bool = False) -> dict:
+             positional: bool = False, method: str = "sequoia") -> dict:
     """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
     weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
-    rows by level or ranks, unless `positional`: `acceptance.plan_by_levels`)."""
+    rows by level or ranks, unless `positional`: `acceptance.plan_by_levels`). With method
+    `dynamic`, also the `dynamic` section trees grown per step follow (`dynamic.plan_growth`):
+    it needs the acceptance file's calibration and the profile's draft timings."""
+    if method not in METHODS:
+        raise BadInput(f"method '{method}' is not one of {', '.join(METHODS)}", "method")
     target_ms = timings(profile["target"])
     draft_ms = timings(profile["draft"]) if profile.get("draft") else None
+    if method == "dynamic" and acceptance.get("calibration") is None:
+        raise BadInput("the acceptance file has no calibration (measure-acceptance records one now): measure"
+                       " acceptance again for method dynamic", "acceptance", "method")
+    if method == "dynamic" and draft_ms is None:
+        raise BadInput("the profile has no draft timings: dynamic trees weigh every draft forward, so profile-hw"
+                       " the pair", "profile", "method")
     largest = max(target_ms)
     if max_size is None:
         max_size = largest
@@ -41,7 +54,10 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
            if (profile.get(role) or {}).get("setup")},
         "candidates": sorted(candidates, key=lambda c: -c["speedup"]),
     }
-    return tree_artifact(parents, acceptance, expected, positional, plan, rows)
+    tree = tree_artifact(parents, acceptance, expected, positional, plan, rows)
+    if method == "dynamic":
+        tree["dynamic"] = plan_growth(parents, acceptance, target_ms, draft_ms, plan["ms_per_token"])
+    return tree
 
 
 def _search(planned, max_size: int, max_depth: int, target_ms: dict, draft_ms: dict | None) -> tuple[list[int], list]:

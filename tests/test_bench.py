@@ -16,7 +16,7 @@ from sequoia_cli.loading import Loaded, Resolved
 from sequoia_cli.prompts import DATA_DIR, SPEC_BENCH_SUBTASKS
 from sequoia_cli.tree import check_parents, depths, level_widths
 from stages import bench
-from stages.bench import hardware, harness, offload, shared, spec_bench, stats, step_counts, timing
+from stages.bench import dynamic_trees, hardware, harness, offload, shared, spec_bench, stats, step_counts, timing
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
@@ -430,6 +430,25 @@ def test_spec_bench_decodes_each_subtask_and_both_mt_bench_turns_as_autoregressi
     assert "## 9. Spec-Bench" in text and "| overall | Sequoia |" in text
 
 
+def test_dynamic_trees_run_beside_the_static_tree_with_the_calibrations_error(tiny_pair, tmp_path):
+    config = dataclasses.replace(TINY, experiments=bench.experiments_of("dynamic"))
+    ticks = []
+    report = run_tiny(tiny_pair, tmp_path, config, tick=lambda label, weight: ticks.append(weight))
+    assert sum(ticks) == bench.total_work(config)
+    rows = json.loads((tmp_path / "bench.json").read_text())["dynamic"]
+    assert [(r["workload"], r["setting"], r["method"]) for r in rows] == [
+        (w, s, m) for w in ("humaneval", "mt-bench") for s in ("greedy", "sampled") for m in dynamic_trees.METHODS]
+    for row in rows:
+        assert "error" not in row, row
+        if row["setting"] == "greedy" and row["method"] != "HF generate":
+            assert row["same_as_autoregressive"] == "yes"
+        if row["method"] == "dynamic":
+            assert row["calibration_error"] > -1 and row["plan"]["children"] >= 1
+            assert 0 <= row["draft_forwards_per_step"] <= len(row["plan"]["widths"])
+    text = report.read_text()
+    assert "## 10. Dynamic trees" in text and "- calibration, humaneval at greedy: [" in text
+
+
 ALL = "scalability,robustness,wall-clock,hardware,dp,overhead,offload"
 
 
@@ -456,7 +475,7 @@ def test_a_run_chosen_by_name_is_the_run_chosen_by_number(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [("3,x", "no experiment 'x'"), ("wallclock", "no experiment 'wallclock'"),
-                                           ("3,10", "no experiment '10'"), ("", "no experiment ''"),
+                                           ("3,11", "no experiment '11'"), ("", "no experiment ''"),
                                            ("3,,4", "no experiment ''")])
 def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
     with pytest.raises(BadInput, match=message) as refused:
@@ -467,7 +486,7 @@ def test_an_unknown_experiment_is_named_with_the_valid_ones(text, message):
 
 
 @pytest.mark.parametrize("chosen, message", [((4,), "need 3"), ((6,), "need 3"), ((4, 5), r"need 3 \(wall-clock\)"),
-                                             ((3, 6, 10), "no experiment 10; choose among 1 scalability"),
+                                             ((3, 6, 11), "no experiment 11; choose among 1 scalability"),
                                              ((), "choose among 1 scalability")])
 def test_experiments_that_cannot_run_are_refused(chosen, message):
     with pytest.raises(BadInput, match=message):

@@ -105,6 +105,17 @@ def test_greedy_stops_at_the_end_of_the_context_like_generate(family, engine):
     assert result.output_ids == reference_greedy(target, ids, 48 - len(ids))
 
 
+def test_a_whole_chain_accepted_at_the_end_of_the_context_stops_there():
+    """A step whose deepest node fits adds one token more than its depth: 29 + 3 * 5 leaves room
+    for a chain of 4, whose 5 tokens would pass the 48-token context by one."""
+    target = tiny_model("llama", seed=4, context=48)
+    ids = prompt(29, 0)
+    result = generate(target, target, ids, tree_layout(chain_parents(4), TEST_DEVICE), Sampling(), 100, set(),
+                      torch.Generator(device=TEST_DEVICE))
+    assert result.accepted[:4] == [5, 5, 5, 4] and result.stopped_by == "context"
+    assert result.output_ids == reference_greedy(target, ids, 48 - 29)
+
+
 def test_draft_equal_to_target_accepts_whole_chains():
     target = tiny_model("llama", seed=4)
     result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4), TEST_DEVICE), Sampling(), 25,
@@ -161,9 +172,10 @@ def test_sampled_tokens_follow_the_target(method, parents, engine):
     assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), parents, method, engine=ENGINES[engine])
 
 
-def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1500, engine=("eager", False)):
+def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1500, engine=("eager", False),
+                                   growth=None):
     """Chi-square of the first two generated tokens over many seeds against the target's exact
-    joint distribution."""
+    joint distribution (with `growth`, trees grown per step within `parents`)."""
     vocab = target.get_output_embeddings().weight.shape[0]
     ids, temperature, top_p = [1, 4, 2], 0.5, 0.9
     exact = exact_two_token_distribution(target, ids, temperature, top_p).cpu()  # counted on the host
@@ -173,7 +185,7 @@ def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1
     result = None
     for _ in range(runs):
         result = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator,
-                          engine=engine[0], reuse=result, walk_on_device=engine[1])
+                          engine=engine[0], reuse=result, walk_on_device=engine[1], growth=growth)
         out = result.output_ids
         counts[out[0] * vocab + out[1]] += 1
     assert counts[exact == 0].sum() == 0, "drew a pair the target cannot produce"

@@ -225,14 +225,15 @@ def test_decode_samples_as_the_tree_source_says(pair, tmp_path):
 
 # The modules that read artifacts, and the keys they index that are no artifact's field.
 READERS = ["stages/optimize.py", "stages/build_tree.py", "stages/decode.py", "stages/merge_acceptance.py",
-           "sequoia_cli/acceptance.py", "sequoia_cli/render.py", "sequoia_cli/artifacts.py", "sequoia_cli/cost.py"]
+           "sequoia_cli/acceptance.py", "sequoia_cli/render.py", "sequoia_cli/artifacts.py", "sequoia_cli/cost.py",
+           "sequoia_cli/dynamic.py"]
 # decode's generation records (made in process, written as JSONL, never read back).
 NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text", "turn"}
 
 
 def validated_fields() -> set[str]:
-    models = [schema.AcceptanceFile, schema.Calibration, schema.Source, schema.Plan, schema.TreeFile, schema.Section,
-              schema.ProfileFile, schema.StatsFile, schema.Setup]
+    models = [schema.AcceptanceFile, schema.Calibration, schema.Dynamic, schema.Source, schema.Plan, schema.TreeFile,
+              schema.Section, schema.ProfileFile, schema.StatsFile, schema.Setup]
     return {"format"} | {name for model in models for name in model.model_fields} | set(
         schema.Candidate.__annotations__)
 

@@ -12,7 +12,8 @@ experiment is one entry here and its module.
 6. overhead: the decode loop's time outside the model forwards;
 7. offload: the target offloaded (most of its weights on disk), its tree against autoregressive decoding;
 8. engines: the device's engines side by side: t(1), Sequoia tokens/s, start-up;
-9. spec-bench: Spec-Bench's six subtasks, greedy: tokens per step and speedups in its own terms.
+9. spec-bench: Spec-Bench's six subtasks, greedy: tokens per step and speedups in its own terms;
+10. dynamic: trees grown per step by the draft's calibrated confidence against the static tree.
 """
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.bench import engines, hardware, offload, plots, sections, spec_bench, step_counts, timing
+from stages.bench import dynamic_trees, engines, hardware, offload, plots, sections, spec_bench, step_counts, timing
 from stages.bench.harness import Config
 from stages.bench.shared import WORKLOADS, Bench, setting_name
 
@@ -66,6 +67,8 @@ EXPERIMENTS = (
                engines.engines_settings),
     Experiment(9, "spec-bench", "Spec-Bench", spec_bench.run_spec_bench, spec_bench.spec_bench_work,
                spec_bench.spec_bench_section),
+    Experiment(10, "dynamic", "Dynamic trees", dynamic_trees.run_dynamic, dynamic_trees.dynamic_work,
+               dynamic_trees.dynamic_section, dynamic_trees.dynamic_settings),
 )
 BY_NUMBER = {experiment.number: experiment for experiment in EXPERIMENTS}
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}

@@ -57,7 +57,7 @@ class Config:
     resamples: int = 2000  # bootstrap resamples per interval
     # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time,
     # nor 9, which decodes a set of its own (Spec-Bench: half of `prompts` per subtask, its vector on
-    # `acceptance_prompts` / 16 others per subtask).
+    # `acceptance_prompts` / 16 others per subtask), nor 10 (dynamic trees), which is as long as 3.
     experiments: tuple = (1, 2, 3, 4, 5, 6, 8)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"
@@ -81,7 +81,7 @@ FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(
               acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
               sweep_tokens=96, chain_max_size=4,
-              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8, 9))
+              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10))
 
 
 def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:
@@ -174,17 +174,18 @@ def forward_clock(model):
 
 
 def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int,
-               expected: bool = False, engine: str | None = None, fresh: bool = False) -> dict:
+               expected: bool = False, engine: str | None = None, fresh: bool = False, growth=None) -> dict:
     """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
     the seconds spent inside each model's forwards; with `expected`, each step's expected tokens.
     The run's engine unless `engine` is given; its caches are the run's, reused prompt to prompt
-    unless `fresh`."""
+    unless `fresh`. With `growth` (`dynamic.Growth`), trees grown per step within `parents`, and
+    the tokens their calibration predicted, summed over the steps."""
     engine = engine or run.engine
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
         record, run.results[engine] = decode_prompt(
             run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
             tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed, expected=expected,
-            engine=engine, reuse=None if fresh else run.results.get(engine))
+            engine=engine, reuse=None if fresh else run.results.get(engine), growth=growth)
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
               "step_tokens": record["step_tokens"],
@@ -192,6 +193,8 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
               "draft_forwards": draft["calls"]}
     if expected:
         result["expected"] = [round(e, 4) for e in record["expected"]]
+    if growth is not None:
+        result["predicted"] = sum(run.results[engine].predicted)
     return result
 
 

@@ -1,0 +1,206 @@
+"""Dynamic trees: a tree grown anew at every step, level by level, where the draft is confident.
+
+A node's estimated path acceptance is the product, down its path, of each node's chance of being
+the child the target accepts: calibrated from the draft's own probability of it (the
+calibration `measure-acceptance` records), times the chance that its earlier siblings were all
+rejected. Each level keeps the children with the best estimates, up to the level's width cap,
+and the draft reads a level only while what it may add is worth a draft forward (the cost model:
+target t(n) for the nodes verified, draft t(width) for the level read, a token worth `token_ms`).
+
+Exactness. Greedy verification accepts the target's argmax whatever the tree, so greedy growth
+may use every probability the draft gave. Sampled verification of a node's children stays exact
+when the number of children verified is decided before each child is seen (a stopping rule on
+the draws so far: the residual the next child is verified against is owed whatever comes), so a
+sampled child is ranked by an estimate that does not read its own probability: the expected
+acceptance of the next draw from what the draft has left. A child is kept only with its earlier
+siblings (scores taken as a running minimum over ranks), and which nodes a level keeps depends on
+nodes the walk can never reach together. Tests check both by exact enumeration and sampling.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from sequoia_cli.cost import interpolate
+from sequoia_cli.kv import Cache, causal, fit_vocab, forward
+from sequoia_cli.sampling import distribution, draw_children
+from sequoia_cli.tree import level_widths
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a run grows its trees: the most nodes per level (levels 1, 2, ...), the children drawn
+    per node, the draft's calibration (bin edges and each bin's acceptance, empty bins filled),
+    the chance that a reached node has one of its children accepted (`gain`), and the cost model:
+    target and draft forward times by token count, and what a token is worth (`token_ms`)."""
+
+    widths: tuple[int, ...]
+    children: int
+    edges: tuple[float, ...]
+    rates: tuple[float, ...]
+    gain: float
+    target_ms: dict[int, float]
+    draft_ms: dict[int, float]
+    token_ms: float
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def budget(self) -> int:
+        """The most nodes a tree can have, root included."""
+        return 1 + sum(self.widths)
+
+
+def filled_rates(calibration: dict) -> tuple[float, ...]:
+    """Each bin's acceptance, an empty bin's taken from the nearest bin with data (the lower of two
+    as near: the cautious guess); with no data at all, each bin's middle probability."""
+    edges, acceptance = calibration["edges"], calibration["acceptance"]
+    measured = [index for index, rate in enumerate(acceptance) if rate is not None]
+    if not measured:
+        return tuple((low + high) / 2 for low, high in zip(edges, edges[1:]))
+    return tuple(acceptance[min(measured, key=lambda m: (abs(m - index), m))] for index in range(len(acceptance)))
+
+
+def growth_of(dynamic: dict) -> Growth:
+    """The Growth a tree artifact's `dynamic` section describes."""
+    calibration = dynamic["calibration"]
+    return Growth(tuple(dynamic["widths"]), dynamic["children"], tuple(calibration["edges"]),
+                  filled_rates(calibration), dynamic["gain"],
+                  {int(n): float(ms) for n, ms in dynamic["target_ms"].items()},
+                  {int(n): float(ms) for n, ms in dynamic["draft_ms"].items()}, dynamic["token_ms"])
+
+
+def calibrated(probabilities: torch.Tensor, growth: Growth) -> torch.Tensor:
+    """The calibrated acceptance of children the draft gives these probabilities."""
+    edges = torch.tensor(growth.edges[1:-1], dtype=probabilities.dtype, device=probabilities.device)
+    rates = torch.tensor(growth.rates, dtype=probabilities.dtype, device=probabilities.device)
+    return rates[torch.bucketize(probabilities, edges, right=True)]
+
+
+def earlier_rejected(acceptance: torch.Tensor) -> torch.Tensor:
+    """Per child (rows, ranks): the chance that every earlier sibling was rejected."""
+    ones = torch.ones_like(acceptance[:, :1])
+    return torch.cat([ones, (1 - acceptance).cumprod(dim=-1)[:, :-1]], dim=-1)
+
+
+def propose(logits: torch.Tensor, reach: torch.Tensor, growth: Growth, sampling,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                 torch.Tensor | None]:
+    """Children for each node of a level (rows of `logits`, the nodes' estimated path acceptance
+    `reach`): (tokens, which are real draws, the scores they are kept by, their own estimated path
+    acceptance, the distributions drawn from: None in greedy mode)."""
+    if sampling.greedy:
+        probabilities, tokens = torch.softmax(logits, dim=-1).topk(growth.children, dim=-1)
+        accept = calibrated(probabilities, growth)
+        own = reach[:, None] * earlier_rejected(accept) * accept
+        return tokens, torch.ones_like(tokens, dtype=torch.bool), own, own, None
+    dists = distribution(logits, sampling.temperature, sampling.top_p)
+    tokens, real = draw_children(dists, growth.children, "sequoia", generator)
+    return tokens, real, *sampled_scores(dists, tokens, real, reach, growth), dists
+
+
+def sampled_scores(dists: torch.Tensor, tokens: torch.Tensor, real: torch.Tensor, reach: torch.Tensor,
+                   growth: Growth) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, own estimated path acceptance) of children drawn without replacement from `dists`.
+    A child's score reads only its earlier siblings: the chance they were all rejected times the
+    expected acceptance of the next draw from what the draft has left."""
+    probabilities = dists.gather(-1, tokens) * real
+    accept = calibrated(probabilities, growth) * real
+    before = earlier_rejected(accept)
+    whole = (dists * calibrated(dists, growth)).sum(dim=-1, keepdim=True)
+    taken = torch.cat([torch.zeros_like(whole), probabilities.cumsum(dim=-1)[:, :-1]], dim=-1)
+    taken_accept = torch.cat([torch.zeros_like(whole), (probabilities * accept).cumsum(dim=-1)[:, :-1]], dim=-1)
+    upcoming = ((whole - taken_accept) / (1 - taken).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return reach[:, None] * before * upcoming, reach[:, None] * before * accept
+
+
+def choose(scores: torch.Tensor, real: torch.Tensor, cap: int, threshold: float) -> torch.Tensor:
+    """Flat indices (row * ranks + rank, ascending) of the children a level keeps: the `cap` best
+    by score at or above `threshold` (and above 0), each with its earlier siblings (a child's score
+    is the running minimum over its rank and the ranks before, and ties go to the earlier rank)."""
+    effective = scores.masked_fill(~real, -torch.inf).cummin(dim=-1).values.flatten()
+    order = torch.sort(effective, descending=True, stable=True).indices[:cap]
+    picked = effective[order]
+    return order[(picked >= threshold) & (picked > 0)].sort().values
+
+
+def worth_reading(reach: torch.Tensor, read_tokens: int, size: int, added: int, growth: Growth) -> bool:
+    """Whether a draft forward of `read_tokens` tokens, proposing up to `added` more nodes for a
+    tree of `size`, is worth its cost: the tokens it may add (each node's reach times `gain`) at
+    `token_ms` each, against the draft forward and the target's longer verification."""
+    cost = (interpolate(growth.draft_ms, read_tokens) + interpolate(growth.target_ms, size + added)
+            - interpolate(growth.target_ms, size))
+    return float(reach.sum()) * growth.gain * growth.token_ms >= cost
+
+
+def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: int,
+         generator: torch.Generator) -> tuple[list[int], torch.Tensor, torch.Tensor | None, int, float]:
+    """One step's tree, grown on the draft's cache: (parents in level order, tokens, the draft
+    distribution each node of the levels read drew its children from (rows by node; None in greedy
+    mode), how many levels the draft read (level 0 is `pending`, the tokens it had not read, ending
+    with the root), and the tokens the calibration predicts the step adds: 1 + every node's
+    estimated path acceptance)."""
+    device = pending.device
+    parents, tokens, dists = [-1], pending[-1:], []
+    ancestors = torch.zeros(growth.budget, growth.budget, dtype=torch.bool, device=device)
+    ancestors[0, 0] = True
+    reach = torch.ones(1, device=device)
+    start, read, predicted = 0, 0, 1.0
+    root_position = cache.length + len(pending) - 1
+    for level, cap in enumerate(growth.widths):
+        size = len(parents)
+        read_tokens = len(pending) if level == 0 else size - start
+        if not worth_reading(reach, read_tokens, size, min(cap, growth.children * (size - start)), growth):
+            break
+        if level == 0:
+            logits = forward(cache, pending, cache.length + torch.arange(len(pending), device=device),
+                             causal(len(pending), device), last=1, fixed=False)
+        else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
+            logits = forward(cache, tokens[start:], torch.full((size - start,), root_position + level, device=device),
+                             ancestors[start:size, 1:size], fixed=False)
+        read += 1
+        kids, real, scores, own, drawn_from = propose(fit_vocab(logits.float(), vocab), reach, growth, sampling,
+                                                      generator)
+        if drawn_from is not None:
+            dists.append(drawn_from)
+        node_ms = interpolate(growth.target_ms, size + 1) - interpolate(growth.target_ms, size)
+        kept = choose(scores, real, cap, node_ms / growth.token_ms)
+        if not len(kept):
+            break
+        rows, ranks = kept // growth.children, kept % growth.children
+        new = torch.arange(size, size + len(kept), device=device)
+        owners = rows + start
+        ancestors[new] = ancestors[owners]
+        ancestors[new, new] = True
+        parents += owners.tolist()
+        tokens = torch.cat([tokens, kids[rows, ranks]])
+        reach, start = own[rows, ranks], size
+        predicted += float(reach.sum())
+    return parents, tokens, (torch.cat(dists) if dists else None), read, predicted
+
+
+def budget_parents(growth: Growth) -> list[int]:
+    """A tree as large and deep as the growth allows (each level's nodes under the first node of
+    the level above): the room a run's caches keep for one step."""
+    parents, first = [-1], 0
+    for width in growth.widths:
+        start = len(parents)
+        parents += [first] * width
+        first = start
+    return parents
+
+
+def plan_growth(parents: list[int], acceptance: dict, target_ms: dict[int, float], draft_ms: dict[int, float],
+                token_ms: float) -> dict:
+    """A tree file's `dynamic` section from the static tree the optimizer picked: its level widths
+    cap the dynamic tree's levels and its widest node the children drawn per node (the budget the
+    cost model found worth verifying), a token is worth the pick's ms per token, and a reached
+    node's chance of an accepted child is the vector's first `children` entries together."""
+    widths = level_widths(parents)[1:] or [1]
+    children = max(1, max(Counter(parents[1:]).values(), default=1))
+    return {"widths": widths, "children": children, "gain": min(1.0, sum(acceptance["acceptance"][:children])),
+            "token_ms": token_ms, "target_ms": {str(n): ms for n, ms in target_ms.items()},
+            "draft_ms": {str(n): ms for n, ms in draft_ms.items()}, "calibration": acceptance["calibration"]}

@@ -1,0 +1,146 @@
+"""Experiment 10, dynamic: trees grown per step by the draft's calibrated confidence against
+optimize's static tree, a chain of 4, autoregressive decoding and Hugging Face `generate`, on
+both workloads, greedy and sampled (experiment 3's two settings).
+
+Both trees come from one `optimize` call per workload and setting (`--method dynamic`: the
+static pick, and the plan a dynamic tree grows within), on the workload's vector (with its
+calibration) and a profile of this experiment's own. Reported per method: tokens per step, draft
+forwards per step, tokens/s, the speedups over HF generate and over the static tree (paired by
+prompt), and for the dynamic trees how far the calibration's predicted tokens per step were from
+the realized ones (predicted over realized, minus 1); beside the table, each workload's
+calibration curve (acceptance per bin of the draft's probability)."""
+
+from functools import partial
+
+from sequoia_cli.dynamic import budget_parents, growth_of
+from sequoia_cli.engine import Sampling, chain_parents
+from stages.bench.harness import Config, decode_one, hf_one, run_block
+from stages.bench.shared import (
+    SETTINGS,
+    WORKLOADS,
+    Bench,
+    failing,
+    interval_row,
+    paired_interval,
+    profile_work,
+    setting_name,
+    speed,
+    vector_of,
+)
+from stages.bench.stats import failure, first_difference
+from stages.bench.tables import interval, markdown_table, number
+from stages.optimize import optimize
+
+METHODS = ("HF generate", "autoregressive", "chain 4", "Sequoia", "dynamic")
+
+
+def dynamic_settings(config: Config) -> list[Sampling]:
+    return list(SETTINGS.values())
+
+
+def dynamic_work(config: Config) -> int:
+    """The profile's, then every workload and setting's decodes."""
+    return config.new_tokens + len(WORKLOADS) * len(SETTINGS) * len(METHODS) * config.prompts * config.new_tokens
+
+
+def plan_both(vectors: dict, sampling: Sampling, profile: dict) -> dict:
+    """optimize's static tree and its dynamic plan for the setting's vector, candidates left out."""
+    if "error" in profile:
+        raise RuntimeError(f"no profile ({profile['error']})")
+    vector_of(vectors, sampling)
+    tree = optimize(vectors[setting_name(sampling)], profile, method="dynamic")
+    return {"parents": tree["parents"], "dynamic": tree["dynamic"],
+            "plan": {k: v for k, v in tree["plan"].items() if k != "candidates"}}
+
+
+def methods_of(run, plan: dict, sampling: Sampling, new_tokens: int) -> dict:
+    """Each method's cell on prompt `index`: HF generate's, or ours on its tree."""
+    methods = {"HF generate": partial(hf_one, run, sampling=sampling, new_tokens=new_tokens, assisted=False)}
+    ours = partial(decode_one, run, sampling=Sampling(sampling.temperature, sampling.top_p), new_tokens=new_tokens)
+    methods["autoregressive"] = partial(ours, parents=[-1])
+    methods["chain 4"] = partial(ours, parents=chain_parents(4))
+    if "error" in plan:
+        methods["Sequoia"] = methods["dynamic"] = failing(plan["error"])
+    else:
+        growth = growth_of(plan["dynamic"])
+        methods["Sequoia"] = partial(ours, parents=plan["parents"])
+        methods["dynamic"] = partial(ours, parents=budget_parents(growth), growth=growth)
+    return methods
+
+
+def rows_of(run, setting: str, plan: dict, results: dict, resamples: int) -> list[dict]:
+    rows = []
+    for method in METHODS:
+        row = {"workload": run.workload, "setting": setting, "method": method,
+               **interval_row(results[method], resamples, run.seed, base=results["HF generate"])}
+        row["vs_static"] = paired_interval(results[method], results["Sequoia"], speed, resamples, run.seed)
+        done = not failure(results[method])
+        if done and method != "HF generate":
+            row["draft_forwards_per_step"] = (sum(r["draft_forwards"] for r in results[method])
+                                              / sum(r["steps"] for r in results[method]))
+        if done and method == "dynamic":
+            realized = sum(r["step_tokens"] for r in results[method])
+            row["calibration_error"] = sum(r["predicted"] for r in results[method]) / realized - 1
+        if done and setting == "greedy" and not failure(results["autoregressive"]):
+            row["same_as_autoregressive"] = first_difference([r["output"] for r in results[method]],
+                                                             [r["output"] for r in results["autoregressive"]])
+        rows.append(row)
+    if "error" not in plan:
+        rows[-1]["plan"] = {"widths": plan["dynamic"]["widths"], "children": plan["dynamic"]["children"],
+                            "static_size": plan["plan"]["size"], "static_depth": plan["plan"]["depth"]}
+    return rows
+
+
+def run_dynamic(bench: Bench) -> None:
+    """The profile, then per workload and setting the plans and one interleaved block."""
+    config = bench.config
+    profile = bench.store.cell("dynamic | profile", profile_work(bench, bench.runs, bench.loaded.target, "target",
+                                                                 config.profile_max, config.new_tokens))
+    bench.tick("dynamic: profile", config.new_tokens)
+    for run in bench.runs:
+        for setting, sampling in SETTINGS.items():
+            plan = bench.store.cell(f"dynamic | plan | {run.workload} | {setting}", partial(
+                plan_both, bench.vectors[run.workload], sampling, profile))
+            results = run_block(bench.store, f"dynamic | {run.workload} | {setting}",
+                                methods_of(run, plan, sampling, config.new_tokens), config.prompts, bench.tick,
+                                config.new_tokens)
+            bench.results["dynamic"] += rows_of(run, setting, plan, results, config.resamples)
+
+
+ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dynamic plan of the same call"
+         " (`optimize --method dynamic`: the static tree's level widths cap each level, a level is drafted only"
+         " while its nodes' calibrated path acceptance is worth a draft forward), beside a chain of 4,"
+         " autoregressive decoding and HF generate, the methods of a prompt back to back in rotated order."
+         " Speedups: paired geometric means over prompts with 95% bootstrap intervals. Calibration error: the"
+         " tokens per step the calibration predicted over those realized, minus 1.")
+
+
+def calibration_lines(results: dict) -> list[str]:
+    """Each vector's calibration curve: acceptance per bin of the draft's probability (children tried)."""
+    lines = []
+    for vector in results.get("vectors", []):
+        calibration = vector.get("calibration")
+        if not calibration:
+            continue
+        edges = calibration["edges"]
+        bins = ", ".join(f"[{low:g}, {high:g}): {rate:.2f} ({tried})"
+                         for low, high, rate, tried in zip(edges, edges[1:], calibration["acceptance"],
+                                                           calibration["tried"]) if rate is not None)
+        lines.append(f"- calibration, {vector['workload']} at {vector['setting']}: {bins}")
+    return lines
+
+
+def dynamic_section(results: dict) -> str:
+    header = ["workload", "setting", "method", "tokens per step", "draft forwards per step", "tokens/s",
+              "vs HF generate", "vs static tree", "calibration error", "same as autoregressive"]
+    lines = [[r["workload"], r["setting"], r["method"], interval(r, "tokens_per_step"),
+              number(r.get("draft_forwards_per_step")), interval(r, "tokens_per_second"),
+              interval(r, "speedup", suffix="x"), interval(r, "vs_static", suffix="x"),
+              number(r.get("calibration_error"), 3), r.get("same_as_autoregressive", "-")]
+             for r in results.get("dynamic", [])]
+    plans = [f"- {r['workload']}, {r['setting']}: static tree size {r['plan']['static_size']}, depth"
+             f" {r['plan']['static_depth']}; dynamic level caps {r['plan']['widths']}, {r['plan']['children']}"
+             " children per node" for r in results.get("dynamic", []) if "plan" in r]
+    return "\n\n".join([ABOUT, "\n".join(plans), markdown_table(header, lines), "Calibration curves (acceptance"
+                        " per bin of the draft's probability, children tried in brackets):",
+                        "\n".join(calibration_lines(results))])

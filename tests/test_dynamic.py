@@ -1,0 +1,226 @@
+"""Dynamic trees: which children a level keeps, exactness (greedy token for token against the
+target's own generation, sampled by exact enumeration and by chi-square, with widths and depths
+that depend on the draft's probabilities), the plan optimize writes and the commands' errors."""
+
+import itertools
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sequoia_cli import dynamic
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts
+from sequoia_cli.engine import Sampling, generate, tree_layout
+from sequoia_cli.sampling import verify_node
+from tests.conftest import assert_one_line_error, sequoia
+from tests.test_decode import assert_first_two_tokens_follow, prompt, reference_greedy
+from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, tiny_model
+
+# A calibration whose acceptance changes sharply where tiny models' probabilities lie (0.005 to
+# 0.2), with two bins without data.
+RATES = [0.05, 0.3, 0.6, 0.2, 0.5, 0.15, 0.0, 0.7, 0.3, 0.8, 0.4, 0.0, 0.9, 0.6, 0.95]  # 6, 11: empty
+BINS = len(CALIBRATION_EDGES) - 1
+TRIED = [0 if index in (6, 11) else 100 for index in range(BINS)]
+CALIBRATION = calibration_from_counts(CALIBRATION_EDGES, TRIED, [round(r * t) for r, t in zip(RATES, TRIED)])
+# Costs under which growth stops where the draft is unsure: a level is worth a draft forward while
+# its nodes' estimated path acceptance sums to about 0.45, a node worth verifying from about 0.07.
+SECTION = {"widths": [3, 3, 2, 2], "children": 3, "gain": 0.9, "token_ms": 6.0,
+           "target_ms": {"1": 10.0, "16": 16.0}, "draft_ms": {"1": 2.0, "16": 3.0}, "calibration": CALIBRATION}
+GROWTH = dynamic.growth_of(SECTION)
+
+
+def test_filled_rates_take_the_nearest_measured_bin_the_lower_on_a_tie():
+    rates = dynamic.filled_rates(CALIBRATION)
+    assert rates[6] == RATES[5] and rates[11] == RATES[10]  # ties: the lower neighbour
+    assert [r for i, r in enumerate(rates) if i not in (6, 11)] == [r for i, r in enumerate(RATES) if i not in (6, 11)]
+    empty = calibration_from_counts(CALIBRATION_EDGES, [0] * BINS, [0] * BINS)
+    assert dynamic.filled_rates(empty)[0] == pytest.approx(0.005)
+
+
+def test_calibrated_reads_each_probabilitys_bin():
+    probabilities = torch.tensor([0.0, 0.009, 0.01, 0.05, 0.099, 0.999, 1.0])
+    bins = [0, 0, 1, 3, 3, 14, 14]  # [edge_i, edge_i+1), the last bin closed at 1
+    assert dynamic.calibrated(probabilities, GROWTH).tolist() == pytest.approx([RATES[b] for b in bins])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.floats(0, 1), min_size=4, max_size=4), min_size=1, max_size=5),
+       st.integers(1, 12), st.floats(0, 0.5))
+def test_a_level_keeps_the_best_children_each_with_its_earlier_siblings(scores, cap, threshold):
+    scores = torch.tensor(scores, dtype=torch.float64)
+    real = torch.ones_like(scores, dtype=torch.bool)
+    real[0, 3] = False  # a row that offered only three tokens
+    kept = dynamic.choose(scores, real, cap, threshold).tolist()
+    assert kept == sorted(kept) and len(kept) <= cap
+    effective = scores.masked_fill(~real, -torch.inf).cummin(dim=-1).values.flatten()
+    for index in kept:
+        assert effective[index] >= threshold and effective[index] > 0
+        if index % 4:
+            assert index - 1 in kept  # never without the earlier sibling
+    eligible = [i for i in range(len(effective)) if effective[i] >= threshold and effective[i] > 0]
+    left_out = [i for i in eligible if i not in kept]
+    assert len(kept) == min(cap, len(eligible))
+    assert not left_out or min(effective[kept]) >= max(effective[left_out])
+
+
+def exact_first_token(p: torch.Tensor, q: torch.Tensor, keep) -> tuple[torch.Tensor, set[int]]:
+    """The exact distribution of the token a node's verification emits, over every ordered draw of
+    three children without replacement from q, when `keep(tokens)` says how many of them are
+    verified; and the counts kept seen."""
+    out, counts = torch.zeros_like(p), set()
+    for tokens in itertools.permutations(range(len(q)), 3):
+        chance, left = 1.0, 1.0
+        for token in tokens:
+            chance, left = chance * float(q[token]) / left, left - float(q[token])
+        count = keep(torch.tensor([tokens]))
+        counts.add(count)
+        kids = list(tokens[:count])
+        _, rest, tried = verify_node(p, q, kids, "sequoia", [2.0] * count)  # every acceptance probability
+        reach = chance
+        for kid, accept in zip(kids, tried):
+            out[kid] += reach * accept
+            reach *= 1 - accept
+        out += reach * rest
+    return out, counts
+
+
+P = torch.tensor([0.35, 0.05, 0.3, 0.2, 0.1], dtype=torch.float64)
+Q = torch.tensor([0.05, 0.5, 0.1, 0.3, 0.05], dtype=torch.float64)
+
+
+def kept_count(scores_of, threshold: float):
+    def keep(tokens):
+        real = torch.ones_like(tokens, dtype=torch.bool)
+        return len(dynamic.choose(scores_of(tokens, real), real, 3, threshold))
+    return keep
+
+
+def test_sampled_verification_with_a_width_decided_by_the_draft_is_exact():
+    def scores(tokens, real):
+        return dynamic.sampled_scores(Q[None], tokens, real, torch.ones(1, dtype=torch.float64), GROWTH)[0]
+    out, counts = exact_first_token(P, Q, kept_count(scores, 0.2))
+    assert len(counts) > 1  # how many children are verified depends on the draws
+    torch.testing.assert_close(out, P, atol=1e-12, rtol=0)
+
+
+def test_a_width_decided_by_a_childs_own_probability_is_not_exact():
+    """The check above can fail: ranking a child by its own calibrated acceptance biases it."""
+    def own(tokens, real):
+        return dynamic.sampled_scores(Q[None], tokens, real, torch.ones(1, dtype=torch.float64), GROWTH)[1]
+    out, counts = exact_first_token(P, Q, kept_count(own, 0.2))
+    assert len(counts) > 1 and (out - P).abs().max() > 1e-3
+
+
+def grown_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """(size, depth) of every tree the engine grows from now on."""
+    seen, real = [], dynamic.grow
+
+    def recording(*args):
+        grown = real(*args)
+        seen.append((len(grown[0]), tree_layout(grown[0]).depth))
+        return grown
+    monkeypatch.setattr("sequoia_cli.engine.grow", recording)
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_dynamic_decode_is_token_identical_to_generate_up_to_the_end_of_the_context(family, monkeypatch):
+    target = tiny_model(family, seed=1, context=96)
+    draft = noisy_copy(target, 0.4)
+    layout = tree_layout(dynamic.budget_parents(GROWTH), TEST_DEVICE)
+    sizes = grown_sizes(monkeypatch)
+    result = None
+    for seed in range(3):
+        ids = prompt(5 + 4 * seed, seed)
+        result = generate(target, draft, ids, layout, Sampling(), 200, set(), torch.Generator(device=TEST_DEVICE),
+                          reuse=result, growth=GROWTH)
+        assert result.stopped_by == "context" and len(ids) + len(result.output_ids) == 96
+        assert result.output_ids == reference_greedy(target, ids, 96 - len(ids))
+    assert len(set(sizes)) > 2  # the trees differ from step to step, in size and depth
+    assert len({depth for _, depth in sizes}) > 1
+
+
+def test_sampled_dynamic_tokens_follow_the_target(monkeypatch):
+    target = tiny_model("qwen2", vocab=6, seed=2)
+    sizes = grown_sizes(monkeypatch)
+    growth = dynamic.growth_of({**SECTION, "widths": [2, 2], "children": 2})
+    assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), dynamic.budget_parents(growth),
+                                   "sequoia", growth=growth)
+    assert len(set(sizes)) > 1
+
+
+def test_budget_parents_is_as_wide_and_deep_as_the_caps():
+    parents = dynamic.budget_parents(GROWTH)
+    layout = tree_layout(parents)
+    assert len(parents) == GROWTH.budget == 11 and layout.depth == 4
+    assert [b - a for a, b in zip(layout.level_starts, layout.level_starts[1:])] == [1, 3, 3, 2, 2]
+
+
+# ---- the commands ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planned(pair, tmp_path_factory):
+    """measure-acceptance, profile-hw and optimize --method dynamic on the tiny pair."""
+    draft, target = pair
+    work = tmp_path_factory.mktemp("dynamic")
+    (work / "prompts.txt").write_text("hello there\nthe quick brown fox\nabc abc abc\n")
+    models = ["--draft", draft, "--target", target, "--dtype", "float32"]
+    for command in (["measure-acceptance", *models, "--data", work / "prompts.txt", "--greedy", "--width", "4",
+                     "--continuation-tokens", "24", "--seed", "0", "--out", work / "acc.json"],
+                    ["profile-hw", *models, "--max-tokens", "16", "--repeats", "1", "--warmup", "1",
+                     "--context-length", "32", "--out", work / "profile.json"],
+                    ["optimize", "--acceptance", work / "acc.json", "--profile", work / "profile.json",
+                     "--method", "dynamic", "--out", work / "tree.json"]):
+        done = sequoia(*command)
+        assert done.returncode == 0, done.stderr
+    return work, models
+
+
+def test_optimize_plans_a_dynamic_tree_from_the_calibration_and_the_profile(planned):
+    work, _ = planned
+    tree = json.loads((work / "tree.json").read_text())
+    section = tree["dynamic"]
+    layout = tree_layout(tree["parents"])
+    assert section["widths"] == [b - a for a, b in zip(layout.level_starts[1:], layout.level_starts[2:])] or [1]
+    assert section["calibration"] == json.loads((work / "acc.json").read_text())["calibration"]
+    assert section["token_ms"] == tree["plan"]["ms_per_token"]
+    profile = json.loads((work / "profile.json").read_text())
+    assert section["target_ms"] == profile["target"]["ms"] and section["draft_ms"] == profile["draft"]["ms"]
+
+
+def test_decode_method_dynamic_greedy_gives_autoregressive_decodings_tokens(planned):
+    work, models = planned
+    outputs = {}
+    for method in ("dynamic", "autoregressive"):
+        tree = ["--tree", work / "tree.json"] if method == "dynamic" else []
+        done = sequoia("decode", *models, *tree, "--method", method, "--data", work / "prompts.txt", "--greedy",
+                       "--max-new-tokens", "20", "--out", work / f"{method}.jsonl", "--stats", work / f"{method}.json")
+        assert done.returncode == 0, done.stderr
+        lines = (work / f"{method}.jsonl").read_text().splitlines()
+        outputs[method] = [json.loads(line)["output_ids"] for line in lines]
+    assert outputs["dynamic"] == outputs["autoregressive"]
+    stats = json.loads((work / "dynamic.json").read_text())
+    assert stats["method"] == "dynamic" and stats["target_forwards"] > 0
+
+
+def test_dynamic_without_its_plan_or_calibration_is_one_line(planned, tmp_path):
+    work, models = planned
+    old = json.loads((work / "acc.json").read_text())
+    del old["calibration"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    done = sequoia("optimize", "--acceptance", tmp_path / "old.json", "--profile", work / "profile.json",
+                   "--method", "dynamic", "--out", tmp_path / "tree.json")
+    assert_one_line_error(done, "calibration", "--method")
+    assert not (tmp_path / "tree.json").exists()
+    done = sequoia("optimize", "--acceptance", tmp_path / "old.json", "--profile", work / "profile.json",
+                   "--out", tmp_path / "static.json")
+    assert done.returncode == 0, done.stderr  # static trees do without it
+    done = sequoia("decode", *models, "--tree", tmp_path / "static.json", "--method", "dynamic", "--prompt", "hi",
+                   "--greedy", "--stats", tmp_path / "stats.json")
+    assert_one_line_error(done, "no dynamic plan", "--tree")
+    assert not (tmp_path / "stats.json").exists()
+    done = sequoia("optimize", "--acceptance", work / "acc.json", "--profile", work / "profile.json",
+                   "--method", "bushy", "--out", tmp_path / "tree.json")
+    assert_one_line_error(done, "method 'bushy'")
