@@ -22,10 +22,9 @@ rows shows the model's own error, apart from any difference between prompts.
 The calibration says how acceptance depends on the draft's own probability of a child: each child
 verification tried (those before the accepted one, and the accepted one) is counted in the bin of
 its draft probability, with whether it was accepted. Kept as counts, it merges exactly too; a
-dynamic tree reads a child's chance of acceptance from it (`calibrated`).
+dynamic tree reads a child's chance of acceptance from it (`filled_rates`).
 """
 
-import bisect
 import math
 from collections.abc import Callable
 
@@ -94,17 +93,15 @@ def merged_calibration(shards: list[dict]) -> dict:
     return calibration_from_counts(parts[0]["edges"], tried, accepted)
 
 
-def calibrated(calibration: dict, probability: float) -> float:
-    """The chance that the target accepts a child the draft gives `probability`: the acceptance of
-    its bin. A bin no child fell in takes the nearest bin that has some (the lower one of two
-    as near: the cautious guess), and a calibration without any the probability itself (a draft
-    as good as the target)."""
+def filled_rates(calibration: dict) -> tuple[float, ...]:
+    """Each bin's acceptance, as a dynamic tree reads a child's chance of acceptance: an empty bin
+    takes the nearest bin with data (the lower of two as near: the cautious guess); with no data
+    at all, each bin's middle probability (a draft as good as the target)."""
     edges, acceptance = calibration["edges"], calibration["acceptance"]
-    found = min(max(bisect.bisect_right(edges, probability) - 1, 0), len(acceptance) - 1)
     measured = [index for index, rate in enumerate(acceptance) if rate is not None]
     if not measured:
-        return probability
-    return acceptance[min(measured, key=lambda index: (abs(index - found), index))]
+        return tuple((low + high) / 2 for low, high in zip(edges, edges[1:]))
+    return tuple(acceptance[min(measured, key=lambda m: (abs(m - index), m))] for index in range(len(acceptance)))
 
 
 def planning_acceptance(artifact: dict, positional: bool = False):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sequoia_cli.acceptance import filled_rates
 from sequoia_cli.cost import interpolate
 from sequoia_cli.kv import Cache, causal, fit_vocab, forward
 from sequoia_cli.sampling import distribution, draw_children
@@ -52,16 +53,6 @@ class Growth:
     def budget(self) -> int:
         """The most nodes a tree can have, root included."""
         return 1 + sum(self.widths)
-
-
-def filled_rates(calibration: dict) -> tuple[float, ...]:
-    """Each bin's acceptance, an empty bin's taken from the nearest bin with data (the lower of two
-    as near: the cautious guess); with no data at all, each bin's middle probability."""
-    edges, acceptance = calibration["edges"], calibration["acceptance"]
-    measured = [index for index, rate in enumerate(acceptance) if rate is not None]
-    if not measured:
-        return tuple((low + high) / 2 for low, high in zip(edges, edges[1:]))
-    return tuple(acceptance[min(measured, key=lambda m: (abs(m - index), m))] for index in range(len(acceptance)))
 
 
 def growth_of(dynamic: dict) -> Growth:

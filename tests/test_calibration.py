@@ -1,6 +1,6 @@
 """The calibration of measure-acceptance: the draft's probability of each child verification tried,
 binned with whether it was accepted; its counts merge exactly, its file part is checked, and
-`calibrated` reads a child's chance of acceptance from it."""
+`filled_rates` gives the acceptance a dynamic tree reads for each bin."""
 
 import bisect
 import copy
@@ -11,8 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sequoia_cli.acceptance import CALIBRATION_EDGES, calibrated, calibration_from_counts, merged_calibration
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates, merged_calibration
 from sequoia_cli.artifacts import check_acceptance
+from sequoia_cli.dynamic import Growth, calibrated
 from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
 from stages.measure_acceptance import Request, Verified, calibration_counts, measure_acceptance
@@ -89,17 +90,23 @@ def test_calibration_from_counts_leaves_empty_bins_null():
 CALIBRATION = calibration_from_counts([0.0, 0.1, 0.5, 0.9, 1.0], [10, 0, 0, 4], [1, 0, 0, 4])
 
 
+def rate_at(calibration: dict, probability: float) -> float:
+    """The acceptance a dynamic tree reads for a child of this draft probability."""
+    growth = Growth((1,), 1, tuple(calibration["edges"]), filled_rates(calibration), 0.5, {1: 1.0}, {1: 1.0}, 1.0)
+    return calibrated(torch.tensor([probability], dtype=torch.float64), growth).item()
+
+
 @pytest.mark.parametrize("probability, rate", [(0.0, 0.1), (0.05, 0.1), (0.1, 0.1), (0.3, 0.1), (0.5, 1.0),
                                                (0.9, 1.0), (0.99, 1.0), (1.0, 1.0), (-0.5, 0.1), (1.5, 1.0)])
 def test_calibrated_is_the_acceptance_of_the_bin_or_the_nearest_measured_one(probability, rate):
     # Bin [0.1, 0.5) is nearer bin 0, and [0.5, 0.9) bin 3; 1.0 lies in the last, closed bin.
-    assert calibrated(CALIBRATION, probability) == rate
+    assert rate_at(CALIBRATION, probability) == rate
 
 
-def test_calibrated_takes_the_lower_of_two_bins_as_near_and_the_probability_without_data():
+def test_calibrated_takes_the_lower_of_two_bins_as_near_and_the_bins_middle_without_data():
     between = calibration_from_counts([0.0, 0.3, 0.6, 1.0], [2, 0, 2], [0, 0, 2])
-    assert calibrated(between, 0.4) == 0.0
-    assert calibrated(calibration_from_counts([0.0, 0.5, 1.0], [0, 0], [0, 0]), 0.3) == 0.3
+    assert rate_at(between, 0.4) == 0.0
+    assert rate_at(calibration_from_counts([0.0, 0.5, 1.0], [0, 0], [0, 0]), 0.3) == 0.25
 
 
 def measured_file(**calibration) -> dict:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sequoia_cli import dynamic
-from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates
 from sequoia_cli.engine import Sampling, generate, tree_layout
 from sequoia_cli.sampling import verify_node
 from tests.conftest import assert_one_line_error, sequoia
@@ -32,11 +32,11 @@ GROWTH = dynamic.growth_of(SECTION)
 
 
 def test_filled_rates_take_the_nearest_measured_bin_the_lower_on_a_tie():
-    rates = dynamic.filled_rates(CALIBRATION)
+    rates = filled_rates(CALIBRATION)
     assert rates[6] == RATES[5] and rates[11] == RATES[10]  # ties: the lower neighbour
     assert [r for i, r in enumerate(rates) if i not in (6, 11)] == [r for i, r in enumerate(RATES) if i not in (6, 11)]
     empty = calibration_from_counts(CALIBRATION_EDGES, [0] * BINS, [0] * BINS)
-    assert dynamic.filled_rates(empty)[0] == pytest.approx(0.005)
+    assert filled_rates(empty)[0] == pytest.approx(0.005)
 
 
 def test_calibrated_reads_each_probabilitys_bin():
