@@ -86,6 +86,12 @@ FAULTS = {
     "tree source as a string": ("tree", _set("source", "measured"), ["'source'", "not an object"]),
     "tree source as a number": ("tree", _set("source", 3), ["'source'", "not an object"]),
     "tree plan as a string": ("tree", _set("plan", "best"), ["'plan'", "not an object"]),
+    "tree dynamic plan without t(1)": ("tree", _set("dynamic", {
+        "widths": [2, 1], "children": 2, "gain": 0.8, "token_ms": 60.0, "target_ms": {"1": 100.0},
+        "draft_ms": {"4": 30.0}, "calibration": CALIBRATION}), ["'dynamic.draft_ms'", "1 token"]),
+    "tree dynamic plan of no levels": ("tree", _set("dynamic", {
+        "widths": [], "children": 2, "gain": 0.8, "token_ms": 60.0, "target_ms": {"1": 100.0},
+        "draft_ms": {"1": 30.0}, "calibration": CALIBRATION}), ["'dynamic.widths'"]),
     "tree plan as a number": ("tree", _set("plan", 1.5), ["'plan'", "not an object"]),
     "tree candidate size as a string": ("tree", _set("plan", "candidates", 0, "size", "4"),
                                         ["'plan.candidates[0].size'", "not an integer"]),

@@ -17,14 +17,14 @@ from sequoia_cli.models import encode_prompts, next_turn_ids
 from sequoia_cli.prompts import SPEC_BENCH_SUBTASKS, load_prompt_records
 from stages.bench.harness import Config, Run, hf_one, kxd_parents, run_block, spread_prompts
 from stages.bench.shared import Bench, failing, interval_row, paired_interval, plan_of, profile_work, speed
-from stages.bench.stats import failure
+from stages.bench.stats import departs_at, failure
 from stages.bench.tables import interval, markdown_table
+from stages.bench.timing import WARMUP_TOKENS
 from stages.decode import decode_prompt
 from stages.measure_acceptance import Request, measure_acceptance
 
 GREEDY = Sampling()
 METHODS = ("autoregressive", "HF generate", "chain 4", "Sequoia")
-WARMUP_TOKENS = 8
 
 
 def sizes(config: Config) -> tuple[int, int]:
@@ -58,7 +58,7 @@ def conversation(run: Run, turns: list[list[str]], index: int, parents: list[int
     the next: its tokens, target forwards and seconds summed over the turns, its output ids
     concatenated."""
     layout = tree_layout(parents, input_device(run.target))
-    ids, answers, outputs, steps, seconds = run.prompt_ids[index], [], [], 0, 0.0
+    ids, answers, turn_results = run.prompt_ids[index], [], []
     result = run.results.get(run.engine)
     for turn, text in enumerate(turns[index]):
         if turn:
@@ -66,29 +66,30 @@ def conversation(run: Run, turns: list[list[str]], index: int, parents: list[int
         record, result = decode_prompt(run.target, run.draft, run.tokenizer, text, ids, index, layout, GREEDY,
                                        new_tokens, run.seed, engine=run.engine, reuse=result, extend=turn > 0)
         answers.append(record["text"])
-        outputs.append(record["output_ids"])
-        steps, seconds = steps + record["steps"], seconds + record["seconds"]
+        turn_results.append({"output": record["output_ids"], "steps": record["steps"], "seconds": record["seconds"]})
     run.results[run.engine] = result
-    output = [token for turn_output in outputs for token in turn_output]
-    return {"output": output, "turn_tokens": [len(o) for o in outputs], "tokens": len(output), "steps": steps,
-            "seconds": seconds}
+    return joined(turn_results)
 
 
 def hf_conversation(run: Run, turns: list[list[str]], index: int, new_tokens: int) -> dict:
     """Question `index` through Hugging Face `generate`, turn by turn: each later turn is the whole
     conversation so far (its answers HF's own), read again from the start."""
-    held, answers, outputs, steps, seconds = run.prompt_ids[index], [], [], 0, 0.0
+    held, answers, turn_results = run.prompt_ids[index], [], []
     for turn in range(len(turns[index])):
         if turn:
             held = next_turn_ids(run.tokenizer, turns[index], answers, held, True)
         result = hf_one(run, index, GREEDY, new_tokens, False, ids=held)
         answers.append(run.tokenizer.decode(result["output"], skip_special_tokens=True))
-        outputs.append(result["output"])
+        turn_results.append(result)
         held = held + result["output"]
-        steps, seconds = steps + result["steps"], seconds + result["seconds"]
-    output = [token for turn_output in outputs for token in turn_output]
-    return {"output": output, "turn_tokens": [len(o) for o in outputs], "tokens": len(output), "steps": steps,
-            "seconds": seconds}
+    return joined(turn_results)
+
+
+def joined(turn_results: list[dict]) -> dict:
+    """A question's figures from its turns': output ids concatenated, tokens, steps and seconds summed."""
+    output = [token for result in turn_results for token in result["output"]]
+    return {"output": output, "turn_tokens": [len(r["output"]) for r in turn_results], "tokens": len(output),
+            "steps": sum(r["steps"] for r in turn_results), "seconds": sum(r["seconds"] for r in turn_results)}
 
 
 def same_outputs(results: list[dict], reference: list[dict]) -> str:
@@ -100,8 +101,7 @@ def same_outputs(results: list[dict], reference: list[dict]) -> str:
     if all(same):
         return text
     index = same.index(False)
-    out, ref = results[index]["output"], reference[index]["output"]
-    at = next((i for i, (a, b) in enumerate(zip(out, ref)) if a != b), min(len(out), len(ref)))
+    at = departs_at(results[index]["output"], reference[index]["output"])
     return f"{text} (question {index} departs at token {at})"
 
 

@@ -58,6 +58,11 @@ def first_difference(outputs: list[list[int]], reference: list[list[int]]) -> st
     """"yes" if every prompt's output is the reference's, else where the first one departs from it."""
     for index, (out, ref) in enumerate(zip(outputs, reference)):
         if out != ref:
-            at = next((i for i, (a, b) in enumerate(zip(out, ref)) if a != b), min(len(out), len(ref)))
-            return f"no: prompt {index} differs at token {at}"
+            return f"no: prompt {index} differs at token {departs_at(out, ref)}"
     return "yes"
+
+
+def departs_at(output: list[int], reference: list[int]) -> int:
+    """The first position where two different outputs differ (the shorter one's length where one
+    continues the other)."""
+    return next((i for i, (a, b) in enumerate(zip(output, reference)) if a != b), min(len(output), len(reference)))
