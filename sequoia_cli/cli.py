@@ -260,8 +260,8 @@ def optimize_command(
     show: Annotated[int, option("How many of the best candidates to print.")] = 10,
     positional: Positional = False,
     method: Annotated[str, option("sequoia: the tree. dynamic: also the plan decode --method dynamic grows a"
-                                  " tree by every step (the tree's level widths its caps; needs an acceptance file"
-                                  " with a calibration and a profile of the pair).")] = "sequoia",
+                                  " tree by every step (capped by the tree the target's time alone pays for; needs"
+                                  " an acceptance file with a calibration and a profile of the pair).")] = "sequoia",
 ):
     """Pick the tree size and depth with the best predicted speed on the profiled hardware.
 

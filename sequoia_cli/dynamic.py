@@ -127,19 +127,35 @@ def worth_reading(reach: torch.Tensor, read_tokens: int, size: int, added: int, 
     return float(reach.sum()) * growth.gain * growth.token_ms >= cost
 
 
+@dataclass
+class Grown:
+    """One step's grown tree: parents in level order, tokens, the draft distribution each node of
+    the levels read drew its children from (rows by node; None in greedy mode), how many levels
+    the draft read (level 0 is the tokens it had not read, ending with the root), the tokens the
+    calibration predicts the step adds (1 + every node's estimated path acceptance), and each
+    node's slot: its entry's offset from the root's in the draft's cache."""
+
+    parents: list[int]
+    tokens: torch.Tensor
+    dists: torch.Tensor | None
+    read: int
+    predicted: float
+    slots: list[int]
+
+
 def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: int,
-         generator: torch.Generator) -> tuple[list[int], torch.Tensor, torch.Tensor | None, int, float]:
-    """One step's tree, grown on the draft's cache: (parents in level order, tokens, the draft
-    distribution each node of the levels read drew its children from (rows by node; None in greedy
-    mode), how many levels the draft read (level 0 is `pending`, the tokens it had not read, ending
-    with the root), and the tokens the calibration predicts the step adds: 1 + every node's
-    estimated path acceptance)."""
+         generator: torch.Generator) -> Grown:
+    """One step's tree, grown on the draft's cache. A fixed-shape engine (static caches, CUDA
+    graphs) reads every level at its cap, the nodes past the kept ones switched off (each sees
+    only itself, and nothing reads it), so that a run's forwards keep one shape per level; the
+    eager engine reads the kept nodes alone."""
     device = pending.device
-    parents, tokens, dists = [-1], pending[-1:], []
+    padded = cache.engine != "eager"
+    parents, tokens, dists, slots = [-1], pending[-1:], [], [0]
     ancestors = torch.zeros(growth.budget, growth.budget, dtype=torch.bool, device=device)
     ancestors[0, 0] = True
     reach = torch.ones(1, device=device)
-    start, read, predicted = 0, 0, 1.0
+    start, read, predicted, end_slot = 0, 0, 1.0, 1
     root_position = cache.length + len(pending) - 1
     for level, cap in enumerate(growth.widths):
         size = len(parents)
@@ -148,10 +164,12 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
             break
         if level == 0:
             logits = forward(cache, pending, cache.length + torch.arange(len(pending), device=device),
-                             causal(len(pending), device), last=1, fixed=False)
+                             causal(len(pending), device), last=1, fixed=padded)
         else:  # level l sees the cached levels 1..l-1 through the tree's ancestry only
-            logits = forward(cache, tokens[start:], torch.full((size - start,), root_position + level, device=device),
-                             ancestors[start:size, 1:size], fixed=False)
+            width = growth.widths[level - 1] if padded else size - start
+            level_tokens, attend = _level_input(tokens[start:], ancestors[start:size, 1:size], slots, start, width)
+            logits = forward(cache, level_tokens, torch.full((width,), root_position + level, device=device), attend,
+                             fixed=padded)[: size - start]
         read += 1
         kids, real, scores, own, drawn_from = propose(fit_vocab(logits.float(), vocab), reach, growth, sampling,
                                                       generator)
@@ -167,10 +185,26 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
         ancestors[new] = ancestors[owners]
         ancestors[new, new] = True
         parents += owners.tolist()
+        slots += range(end_slot, end_slot + len(kept))
+        end_slot += cap if padded else len(kept)
         tokens = torch.cat([tokens, kids[rows, ranks]])
         reach, start = own[rows, ranks], size
         predicted += float(reach.sum())
-    return parents, tokens, (torch.cat(dists) if dists else None), read, predicted
+    return Grown(parents, tokens, (torch.cat(dists) if dists else None), read, predicted, slots)
+
+
+def _level_input(level: torch.Tensor, ancestors: torch.Tensor, slots: list[int], start: int,
+                 width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A level's tokens and what they see of the cached levels below the root, padded to `width`
+    rows: `ancestors` (the level's rows over nodes 1..) spread to those nodes' slots, and each
+    switched-off row sees its own slot alone."""
+    count, device = len(level), level.device
+    first = slots[start]  # the level's first slot: the rows' own slots follow it
+    attend = torch.zeros(width, first - 1 + width, dtype=torch.bool, device=device)
+    attend[:count, torch.tensor(slots[1:start + count], device=device) - 1] = ancestors
+    off = torch.arange(count, width, device=device)
+    attend[off, first - 1 + off] = True
+    return torch.cat([level, level[:1].expand(width - count)]), attend
 
 
 def budget_parents(growth: Growth) -> list[int]:
@@ -186,10 +220,11 @@ def budget_parents(growth: Growth) -> list[int]:
 
 def plan_growth(parents: list[int], acceptance: dict, target_ms: dict[int, float], draft_ms: dict[int, float],
                 token_ms: float) -> dict:
-    """A tree file's `dynamic` section from the static tree the optimizer picked: its level widths
-    cap the dynamic tree's levels and its widest node the children drawn per node (the budget the
-    cost model found worth verifying), a token is worth the pick's ms per token, and a reached
-    node's chance of an accepted child is the vector's first `children` entries together."""
+    """A tree file's `dynamic` section from a tree `parents` (the optimizer's, priced by the target's
+    time alone): its level widths cap the dynamic tree's levels and its widest node the children
+    drawn per node (the budget verification pays for), a token is worth `token_ms` (the static
+    pick's ms per token), and a reached node's chance of an accepted child is the vector's first
+    `children` entries together."""
     widths = level_widths(parents)[1:] or [1]
     children = max(1, max(Counter(parents[1:]).values(), default=1))
     return {"widths": widths, "children": children, "gain": min(1.0, sum(acceptance["acceptance"][:children])),

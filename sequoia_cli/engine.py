@@ -254,12 +254,13 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             fits = len(tokens) + layout.depth <= context
             step_layout = layout if fits and not growth else single
             root = len(tokens) - 1
+            slots = None  # the draft's cache entries of a grown tree's nodes, where they are not the nodes'
             if growth and fits:
                 pending = on_device(tokens[draft_cache.length:], device)
-                parents, tree, proposals, read, predicted = grow(draft_cache, pending, growth, sampling, vocab,
-                                                                 generator)
-                result.predicted.append(predicted)
-                step_layout = tree_layout(parents, device)
+                grown = grow(draft_cache, pending, growth, sampling, vocab, generator)
+                tree, proposals, read, slots = grown.tokens, grown.dists, grown.read, grown.slots
+                result.predicted.append(grown.predicted)
+                step_layout = tree_layout(grown.parents, device)
                 alive = torch.ones(step_layout.size, dtype=torch.bool, device=device)
             elif step_layout.depth > 0:
                 pending = on_device(tokens[draft_cache.length:], device)
@@ -271,15 +272,18 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
             result.draft_forwards += read
             # The target holds every token but the root: the step's forward is the tree alone.
             positions = root + step_layout.depth_of
-            logits = forward(target_cache, tree, positions, step_layout.ancestors, last=step_layout.size,
-                             fixed=growth is None)
+            if growth and step_layout.size > 1:
+                logits = _verify_grown(target_cache, tree, positions, step_layout.ancestors, layout.size)
+            else:
+                logits = forward(target_cache, tree, positions, step_layout.ancestors, last=step_layout.size)
             if expected:
                 result.expected.append(expected_tokens(logits, tree, proposals, alive, step_layout, sampling))
             path, new = walk(logits, tree, proposals, alive, step_layout, sampling, generator)
 
             keep(target_cache, root + 1, [node - 1 for node in path])
             if read:  # the draft read the levels above `read` (a static tree: all but the deepest)
-                keep(draft_cache, root + 1, [node - 1 for node in path if step_layout.node_depths[node] < read])
+                slot = slots or range(step_layout.size)
+                keep(draft_cache, root + 1, [slot[node] - 1 for node in path if step_layout.node_depths[node] < read])
             result.step_tokens.append(len(new))
 
             # A step that accepts its deepest node adds depth + 1 tokens: the last may be past the context.
@@ -304,6 +308,21 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
     result.seconds = time.perf_counter() - started
     result.target_cache, result.draft_cache, result.tokens = target_cache, draft_cache, tokens
     return result
+
+
+def _verify_grown(cache: Cache, tree: torch.Tensor, positions: torch.Tensor, ancestors: torch.Tensor,
+                  budget: int) -> torch.Tensor:
+    """The target's logits for a grown tree. A fixed-shape engine reads it at the run's budget,
+    the nodes past the tree switched off (each sees only itself; verification never reaches
+    them), so that every grown step has one shape; the eager engine reads the tree alone."""
+    size = len(tree)
+    if cache.engine == "eager":
+        return forward(cache, tree, positions, ancestors, last=size, fixed=False)
+    attend = torch.eye(budget, dtype=torch.bool, device=tree.device)
+    attend[:size, :size] = ancestors
+    padded = torch.cat([tree, tree[:1].expand(budget - size)])
+    return forward(cache, padded, torch.cat([positions, positions[:1].expand(budget - size)]), attend,
+                   last=budget)[:size]
 
 
 def shared_prefix(held: list[int], wanted: list[int], cached: int) -> int:

@@ -19,7 +19,9 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
     rows by level or ranks, unless `positional`: `acceptance.plan_by_levels`). With method
     `dynamic`, also the `dynamic` section trees grown per step follow (`dynamic.plan_growth`):
-    it needs the acceptance file's calibration and the profile's draft timings."""
+    it needs the acceptance file's calibration and the profile's draft timings. Its caps are the
+    tree the DP picks with the target's time alone: a grown tree drafts a level only where that
+    level is worth its draft forward, so the draft's cost is weighed per step, not up front."""
     if method not in METHODS:
         raise BadInput(f"method '{method}' is not one of {', '.join(METHODS)}", "method")
     target_ms = timings(profile["target"])
@@ -56,7 +58,10 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     }
     tree = tree_artifact(parents, acceptance, expected, positional, plan, rows)
     if method == "dynamic":
-        tree["dynamic"] = plan_growth(parents, acceptance, target_ms, draft_ms, plan["ms_per_token"])
+        (caps, _), _ = plan_by_levels(
+            acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, None),
+            lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, None, met))
+        tree["dynamic"] = plan_growth(caps, acceptance, target_ms, draft_ms, plan["ms_per_token"])
     return tree
 
 

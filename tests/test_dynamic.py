@@ -14,6 +14,7 @@ from sequoia_cli import dynamic
 from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates
 from sequoia_cli.engine import Sampling, generate, tree_layout
 from sequoia_cli.sampling import verify_node
+from stages.optimize import optimize
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import assert_first_two_tokens_follow, prompt, reference_greedy
 from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, tiny_model
@@ -119,14 +120,15 @@ def grown_sizes(monkeypatch) -> list[tuple[int, int]]:
 
     def recording(*args):
         grown = real(*args)
-        seen.append((len(grown[0]), tree_layout(grown[0]).depth))
+        seen.append((len(grown.parents), tree_layout(grown.parents).depth))
         return grown
     monkeypatch.setattr("sequoia_cli.engine.grow", recording)
     return seen
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_dynamic_decode_is_token_identical_to_generate_up_to_the_end_of_the_context(family, monkeypatch):
+@pytest.mark.parametrize("family,engine", [(family, "eager") for family in FAMILIES] + [("llama", "static")])
+def test_greedy_dynamic_decode_is_token_identical_to_generate_up_to_the_end_of_the_context(family, engine,
+                                                                                           monkeypatch):
     target = tiny_model(family, seed=1, context=96)
     draft = noisy_copy(target, 0.4)
     layout = tree_layout(dynamic.budget_parents(GROWTH), TEST_DEVICE)
@@ -135,19 +137,48 @@ def test_greedy_dynamic_decode_is_token_identical_to_generate_up_to_the_end_of_t
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
         result = generate(target, draft, ids, layout, Sampling(), 200, set(), torch.Generator(device=TEST_DEVICE),
-                          reuse=result, growth=GROWTH)
+                          engine=engine, reuse=result, growth=GROWTH)
         assert result.stopped_by == "context" and len(ids) + len(result.output_ids) == 96
         assert result.output_ids == reference_greedy(target, ids, 96 - len(ids))
     assert len(set(sizes)) > 2  # the trees differ from step to step, in size and depth
     assert len({depth for _, depth in sizes}) > 1
+    if engine == "static":  # the forwards keep their shapes: a level at its cap, a tree at the budget
+        assert set(result.target_cache.replays) == {(1, 1), (GROWTH.budget, GROWTH.budget)}
+        assert set(result.draft_cache.replays) <= {(1, 1), (2, 1), *((w, w) for w in GROWTH.widths)}
+        assert (GROWTH.widths[0], GROWTH.widths[0]) in result.draft_cache.replays
+
+
+def cached_keys(cache) -> torch.Tensor:
+    """The last layer's cached keys of the sequence (the cache's `length` entries): they read every
+    earlier layer's attention, so an entry computed under a wrong mask shows."""
+    return cache.kv.layers[-1].keys[0, :, :cache.length].float()
+
+
+@pytest.mark.parametrize("engine", ["eager", "static"])
+def test_dynamic_steps_leave_each_cache_as_reading_the_sequence_would(engine):
+    # Greedy output is exact whatever the draft's cache holds; the draft's proposals are not.
+    # The first level's cap is past the root's children, so a fixed-shape engine pads every level it
+    # reads, and a cheap draft reads deep levels, whose nodes' entries then sit past the padding.
+    growth = dynamic.growth_of({**SECTION, "widths": [4, 4, 3, 2], "draft_ms": {"1": 0.1, "16": 0.2}})
+    target = tiny_model("llama", seed=1, context=96)
+    draft = noisy_copy(target, 0.4)
+    ids = prompt(7, 0)
+    result = generate(target, draft, ids, tree_layout(dynamic.budget_parents(growth), TEST_DEVICE), Sampling(), 40,
+                      set(), torch.Generator(device=TEST_DEVICE), engine=engine, growth=growth)
+    assert max(result.step_tokens) > 2  # some steps accepted nodes below a padded level
+    for model, cache in ((draft, result.draft_cache), (target, result.target_cache)):
+        whole = model(torch.tensor([result.tokens[:cache.length]], device=TEST_DEVICE), use_cache=True)
+        reread = whole.past_key_values.layers[-1].keys[0].float()
+        torch.testing.assert_close(cached_keys(cache), reread, atol=1e-4, rtol=1e-4)
 
 
 def test_sampled_dynamic_tokens_follow_the_target(monkeypatch):
     target = tiny_model("qwen2", vocab=6, seed=2)
     sizes = grown_sizes(monkeypatch)
     growth = dynamic.growth_of({**SECTION, "widths": [2, 2], "children": 2})
-    assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), dynamic.budget_parents(growth),
-                                   "sequoia", growth=growth)
+    for engine in ("eager", "static"):
+        assert_first_two_tokens_follow(target, noisy_copy(target, 0.6, seed=1), dynamic.budget_parents(growth),
+                                       "sequoia", engine=(engine, False), growth=growth)
     assert len(set(sizes)) > 1
 
 
@@ -178,16 +209,38 @@ def planned(pair, tmp_path_factory):
     return work, models
 
 
+def level_widths_of(parents: list[int]) -> list[int]:
+    layout = tree_layout(parents)
+    return [b - a for a, b in zip(layout.level_starts[1:], layout.level_starts[2:])] or [1]
+
+
 def test_optimize_plans_a_dynamic_tree_from_the_calibration_and_the_profile(planned):
     work, _ = planned
     tree = json.loads((work / "tree.json").read_text())
     section = tree["dynamic"]
-    layout = tree_layout(tree["parents"])
-    assert section["widths"] == [b - a for a, b in zip(layout.level_starts[1:], layout.level_starts[2:])] or [1]
-    assert section["calibration"] == json.loads((work / "acc.json").read_text())["calibration"]
-    assert section["token_ms"] == tree["plan"]["ms_per_token"]
+    acceptance = json.loads((work / "acc.json").read_text())
     profile = json.loads((work / "profile.json").read_text())
+    # The caps: the static pick of the same acceptance when only the target's time is paid.
+    target_only = optimize(acceptance, {**profile, "draft": None})
+    assert section["widths"] == level_widths_of(target_only["parents"])
+    assert section["calibration"] == acceptance["calibration"]
+    assert section["token_ms"] == tree["plan"]["ms_per_token"]
     assert section["target_ms"] == profile["target"]["ms"] and section["draft_ms"] == profile["draft"]["ms"]
+
+
+def test_dynamic_caps_are_at_least_the_static_pick_when_the_draft_is_costly():
+    # A draft as slow as the target keeps the static pick small; the caps, priced by the target alone, are not.
+    bins = len(CALIBRATION_EDGES) - 1
+    acceptance = {"acceptance": [0.8, 0.1, 0.05, 0.02],
+                  "calibration": calibration_from_counts(CALIBRATION_EDGES, [10] * bins, [5] * bins)}
+    counts = range(1, 33)
+    profile = {"target": {"ms": {str(n): 100.0 + n for n in counts}},
+               "draft": {"ms": {str(n): 100.0 for n in counts}}}
+    tree = optimize(acceptance, profile, max_depth=8, method="dynamic")
+    static = level_widths_of(tree["parents"])
+    caps = tree["dynamic"]["widths"]
+    assert sum(caps) > sum(static) and len(caps) >= len(static)
+    assert caps == level_widths_of(optimize(acceptance, {**profile, "draft": None}, max_depth=8)["parents"])
 
 
 def test_decode_method_dynamic_greedy_gives_autoregressive_decodings_tokens(planned):

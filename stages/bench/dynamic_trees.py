@@ -108,8 +108,9 @@ def run_dynamic(bench: Bench) -> None:
 
 
 ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dynamic plan of the same call"
-         " (`optimize --method dynamic`: the static tree's level widths cap each level, a level is drafted only"
-         " while its nodes' calibrated path acceptance is worth a draft forward), beside a chain of 4,"
+         " (`optimize --method dynamic`: the level widths of the DP's pick priced by the target's time alone cap"
+         " each level, and a level is drafted only while its nodes' calibrated path acceptance is worth a draft"
+         " forward), beside a chain of 4,"
          " autoregressive decoding and HF generate, the methods of a prompt back to back in rotated order."
          " Speedups: paired geometric means over prompts with 95% bootstrap intervals. Calibration error: the"
          " tokens per step the calibration predicted over those realized, minus 1.")
