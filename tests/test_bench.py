@@ -445,8 +445,14 @@ def test_dynamic_trees_run_beside_the_static_tree_with_the_calibrations_error(ti
         if row["method"] == "dynamic":
             assert row["calibration_error"] > -1 and row["plan"]["children"] >= 1
             assert 0 <= row["draft_forwards_per_step"] <= len(row["plan"]["widths"])
+    # Its vectors are its own, each with a calibration, on a quarter of the acceptance prompts.
+    vectors = [key for key in cells_of(tmp_path) if "acceptance" in key]
+    assert vectors == [f"dynamic | acceptance | {w} | {s}" for w in ("humaneval", "mt-bench")
+                       for s in ("greedy", "t=0.6 p=0.9")]
+    measured = json.loads((tmp_path / "bench.json").read_text())["dynamic_vectors"]
+    assert len(measured) == 4 and all(sum(v["calibration"]["tried"]) > 0 for v in measured)
     text = report.read_text()
-    assert "## 10. Dynamic trees" in text and "- calibration, humaneval at greedy: [" in text
+    assert "## 10. Dynamic trees" in text and "- calibration, humaneval at greedy (" in text
 
 
 ALL = "scalability,robustness,wall-clock,hardware,dp,overhead,offload"

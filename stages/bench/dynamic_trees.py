@@ -3,8 +3,9 @@ optimize's static tree, a chain of 4, autoregressive decoding and Hugging Face `
 both workloads, greedy and sampled (experiment 3's two settings).
 
 Both trees come from one `optimize` call per workload and setting (`--method dynamic`: the
-static pick, and the plan a dynamic tree grows within), on the workload's vector (with its
-calibration) and a profile of this experiment's own. Reported per method: tokens per step, draft
+static pick, and the plan a dynamic tree grows within), on the workload's vector and its
+calibration and a profile, all measured by this experiment (its vectors on a quarter of the mode's
+acceptance prompts: `vector_prompts`). Reported per method: tokens per step, draft
 forwards per step, tokens/s, the speedups over HF generate and over the static tree (paired by
 prompt), and for the dynamic trees how far the calibration's predicted tokens per step were from
 the realized ones (predicted over realized, minus 1); beside the table, each workload's
@@ -14,7 +15,7 @@ from functools import partial
 
 from sequoia_cli.dynamic import budget_parents, growth_of
 from sequoia_cli.engine import Sampling, chain_parents
-from stages.bench.harness import Config, decode_one, hf_one, run_block
+from stages.bench.harness import Config, decode_one, hf_one, run_block, spread
 from stages.bench.shared import (
     SETTINGS,
     WORKLOADS,
@@ -29,18 +30,42 @@ from stages.bench.shared import (
 )
 from stages.bench.stats import failure, first_difference
 from stages.bench.tables import interval, markdown_table, number
+from stages.measure_acceptance import Request, measure_acceptance
 from stages.optimize import optimize
 
 METHODS = ("HF generate", "autoregressive", "chain 4", "Sequoia", "dynamic")
 
 
-def dynamic_settings(config: Config) -> list[Sampling]:
-    return list(SETTINGS.values())
+def vector_prompts(config: Config) -> int:
+    """Prompts per vector of this experiment's own (with their calibrations): a quarter of the
+    mode's acceptance prompts (full: 8 of 96 tokens each), spread over them, so that on 2 cores its
+    four vectors take half an hour beside its decodes rather than two hours."""
+    return max(1, config.acceptance_prompts // 4)
 
 
 def dynamic_work(config: Config) -> int:
-    """The profile's, then every workload and setting's decodes."""
-    return config.new_tokens + len(WORKLOADS) * len(SETTINGS) * len(METHODS) * config.prompts * config.new_tokens
+    """The vectors', the profile's, then every workload and setting's decodes."""
+    blocks = len(WORKLOADS) * len(SETTINGS)
+    return (blocks * vector_prompts(config) * config.continuation + config.new_tokens
+            + blocks * len(METHODS) * config.prompts * config.new_tokens)
+
+
+def measure_dynamic_vectors(bench: Bench) -> dict:
+    """{workload: {setting: acceptance artifact or {"error": ...}}} on `vector_prompts` of each
+    workload's acceptance prompts, also into the results' `dynamic_vectors` rows."""
+    config, vectors = bench.config, {}
+    for run in bench.runs:
+        records = [{"prompt": prompt} for prompt in spread(run.acceptance_prompts, vector_prompts(config))]
+        for sampling in SETTINGS.values():
+            name = setting_name(sampling)
+            request = Request(records, sampling, config.width, config.continuation, run.seed,
+                              chat_template=WORKLOADS[run.workload]["chat_template"])
+            vector = bench.store.cell(f"dynamic | acceptance | {run.workload} | {name}", partial(
+                measure_acceptance, run.target, run.draft, run.tokenizer, request, engine=run.engine))
+            vectors.setdefault(run.workload, {})[name] = vector
+            bench.tick(f"dynamic: {run.workload} acceptance at {name}", len(records) * config.continuation)
+            bench.results["dynamic_vectors"].append({"workload": run.workload, "setting": name, **vector})
+    return vectors
 
 
 def plan_both(vectors: dict, sampling: Sampling, profile: dict) -> dict:
@@ -92,22 +117,24 @@ def rows_of(run, setting: str, plan: dict, results: dict, resamples: int) -> lis
 
 
 def run_dynamic(bench: Bench) -> None:
-    """The profile, then per workload and setting the plans and one interleaved block."""
+    """The vectors, the profile, then per workload and setting the plans and one interleaved block."""
     config = bench.config
+    vectors = measure_dynamic_vectors(bench)
     profile = bench.store.cell("dynamic | profile", profile_work(bench, bench.runs, bench.loaded.target, "target",
                                                                  config.profile_max, config.new_tokens))
     bench.tick("dynamic: profile", config.new_tokens)
     for run in bench.runs:
         for setting, sampling in SETTINGS.items():
             plan = bench.store.cell(f"dynamic | plan | {run.workload} | {setting}", partial(
-                plan_both, bench.vectors[run.workload], sampling, profile))
+                plan_both, vectors[run.workload], sampling, profile))
             results = run_block(bench.store, f"dynamic | {run.workload} | {setting}",
                                 methods_of(run, plan, sampling, config.new_tokens), config.prompts, bench.tick,
                                 config.new_tokens)
             bench.results["dynamic"] += rows_of(run, setting, plan, results, config.resamples)
 
 
-ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dynamic plan of the same call"
+ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dynamic plan of the same call on the"
+         " experiment's own vector and calibration"
          " (`optimize --method dynamic`: the level widths of the DP's pick priced by the target's time alone cap"
          " each level, and a level is drafted only while its nodes' calibrated path acceptance is worth a draft"
          " forward), beside a chain of 4,"
@@ -119,7 +146,7 @@ ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dyn
 def calibration_lines(results: dict) -> list[str]:
     """Each vector's calibration curve: acceptance per bin of the draft's probability (children tried)."""
     lines = []
-    for vector in results.get("vectors", []):
+    for vector in results.get("dynamic_vectors", []):
         calibration = vector.get("calibration")
         if not calibration:
             continue
@@ -127,7 +154,8 @@ def calibration_lines(results: dict) -> list[str]:
         bins = ", ".join(f"[{low:g}, {high:g}): {rate:.2f} ({tried})"
                          for low, high, rate, tried in zip(edges, edges[1:], calibration["acceptance"],
                                                            calibration["tried"]) if rate is not None)
-        lines.append(f"- calibration, {vector['workload']} at {vector['setting']}: {bins}")
+        lines.append(f"- calibration, {vector['workload']} at {vector['setting']} ({vector['samples']} positions):"
+                     f" {bins}")
     return lines
 
 

@@ -68,7 +68,7 @@ EXPERIMENTS = (
     Experiment(9, "spec-bench", "Spec-Bench", spec_bench.run_spec_bench, spec_bench.spec_bench_work,
                spec_bench.spec_bench_section),
     Experiment(10, "dynamic", "Dynamic trees", dynamic_trees.run_dynamic, dynamic_trees.dynamic_work,
-               dynamic_trees.dynamic_section, dynamic_trees.dynamic_settings),
+               dynamic_trees.dynamic_section),
 )
 BY_NUMBER = {experiment.number: experiment for experiment in EXPERIMENTS}
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}

@@ -57,7 +57,8 @@ class Config:
     resamples: int = 2000  # bootstrap resamples per interval
     # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time,
     # nor 9, which decodes a set of its own (Spec-Bench: half of `prompts` per subtask, its vector on
-    # `acceptance_prompts` / 16 others per subtask), nor 10 (dynamic trees), which is as long as 3.
+    # `acceptance_prompts` / 16 others per subtask), nor 10 (dynamic trees: vectors of its own on a quarter of
+    # `acceptance_prompts`, then as many decodes as 3).
     experiments: tuple = (1, 2, 3, 4, 5, 6, 8)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"

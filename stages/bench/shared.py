@@ -23,7 +23,7 @@ from stages.profile_hw import profile_hw
 WORKLOADS = {"humaneval": {"chat_template": False}, "mt-bench": {"chat_template": True}}
 SETTINGS = {"greedy": Sampling(), "sampled": Sampling(0.6, 0.9)}  # experiment 3's two settings
 ROWS = ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead", "dp", "engines",
-        "dynamic")
+        "dynamic", "dynamic_vectors")
 
 
 def sampling_at(temperature: float, top_p: float = 1.0, method: str = "sequoia") -> Sampling:
