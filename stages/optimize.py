@@ -41,9 +41,14 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
         raise BadInput(f"max_size {max_size} is past the largest profiled target count {largest}:"
                        f" run profile-hw with max_tokens {max_size}", "max_size", "max_tokens")
     max_depth = depth_bound(max_size, max_depth)
-    (parents, candidates), rows = plan_by_levels(
-        acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft_ms),
-        lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, draft_ms, met))
+
+    def pick(draft: dict | None) -> tuple:
+        """((the best tree, every candidate), the rows it meets), the draft's forwards priced by `draft`."""
+        return plan_by_levels(
+            acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft),
+            lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, draft, met))
+
+    (parents, candidates), rows = pick(draft_ms)
     # The chosen tree priced with the rows it meets: its candidate's figures once planning settled.
     expected, cost = expected_tokens(parents, rows), step_ms(parents, target_ms, draft_ms, rows)
     plan = {
@@ -58,9 +63,7 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     }
     tree = tree_artifact(parents, acceptance, expected, positional, plan, rows)
     if method == "dynamic":
-        (caps, _), _ = plan_by_levels(
-            acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, None),
-            lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, None, met))
+        (caps, _), _ = pick(None)
         tree["dynamic"] = plan_growth(caps, acceptance, target_ms, draft_ms, plan["ms_per_token"])
     return tree
 

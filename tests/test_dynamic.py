@@ -228,7 +228,7 @@ def test_optimize_plans_a_dynamic_tree_from_the_calibration_and_the_profile(plan
     assert section["target_ms"] == profile["target"]["ms"] and section["draft_ms"] == profile["draft"]["ms"]
 
 
-def test_dynamic_caps_are_at_least_the_static_pick_when_the_draft_is_costly():
+def test_dynamic_caps_exceed_the_static_pick_when_the_draft_is_costly():
     # A draft as slow as the target keeps the static pick small; the caps, priced by the target alone, are not.
     bins = len(CALIBRATION_EDGES) - 1
     acceptance = {"acceptance": [0.8, 0.1, 0.05, 0.02],
