@@ -261,7 +261,9 @@ def optimize_command(
     positional: Positional = False,
     method: Annotated[str, option("sequoia: the tree. dynamic: also the plan decode --method dynamic grows a"
                                   " tree by every step (capped by the tree the target's time alone pays for; needs"
-                                  " an acceptance file with a calibration and a profile of the pair).")] = "sequoia",
+                                  " an acceptance file with a calibration and a profile of the pair), with its"
+                                  " predicted speed; where that is no faster than the tree's, decode runs the"
+                                  " tree.")] = "sequoia",
 ):
     """Pick the tree size and depth with the best predicted speed on the profiled hardware.
 
@@ -355,7 +357,8 @@ def decode_command(
     top_p: Annotated[float | None, option("Nucleus sampling mass in (0, 1]. Default: the tree's, else 1.")] = None,
     method: Annotated[str, option("sequoia | specinfer | topk | chain | autoregressive | dynamic (a tree grown"
                                   " every step where the draft is confident, by the plan of a tree file from"
-                                  " optimize --method dynamic).")] = "sequoia",
+                                  " optimize --method dynamic; the file's tree where the plan predicts that"
+                                  " faster).")] = "sequoia",
     chain_length: Annotated[int | None, option("Tokens the draft speculates per step, for --method"
                                                   " chain.")] = None,
     max_new_tokens: Annotated[int, option("Stop after this many new tokens (EOS and the context stop"

@@ -4,8 +4,9 @@ A node's estimated path acceptance is the product, down its path, of each node's
 the child the target accepts: calibrated from the draft's own probability of it (the
 calibration `measure-acceptance` records), times the chance that its earlier siblings were all
 rejected. Each level keeps the children with the best estimates, up to the level's width cap,
-and the draft reads a level only while what it may add is worth a draft forward (the cost model:
-target t(n) for the nodes verified, draft t(width) for the level read, a token worth `token_ms`).
+and the draft reads a level only while that level, with the best run of levels it opens, is
+worth its draft forwards (the cost model: target t(n) for the nodes verified, draft t(width) for
+each level read, a token worth `token_ms`).
 
 Exactness. Greedy verification accepts the target's argmax whatever the tree, so greedy growth
 may use every probability the draft gave. Sampled verification of a node's children stays exact
@@ -17,7 +18,6 @@ siblings (scores taken as a running minimum over ranks), and which nodes a level
 nodes the walk can never reach together. Tests check both by exact enumeration and sampling.
 """
 
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,6 @@ from sequoia_cli.acceptance import filled_rates
 from sequoia_cli.cost import interpolate
 from sequoia_cli.kv import Cache, causal, fit_vocab, forward
 from sequoia_cli.sampling import distribution, draw_children
-from sequoia_cli.tree import level_widths
 
 
 @dataclass(frozen=True)
@@ -118,13 +117,37 @@ def choose(scores: torch.Tensor, real: torch.Tensor, cap: int, threshold: float)
     return order[(picked >= threshold) & (picked > 0)].sort().values
 
 
-def worth_reading(reach: torch.Tensor, read_tokens: int, size: int, added: int, growth: Growth) -> bool:
-    """Whether a draft forward of `read_tokens` tokens, proposing up to `added` more nodes for a
-    tree of `size`, is worth its cost: the tokens it may add (each node's reach times `gain`) at
-    `token_ms` each, against the draft forward and the target's longer verification."""
-    cost = (interpolate(growth.draft_ms, read_tokens) + interpolate(growth.target_ms, size + added)
-            - interpolate(growth.target_ms, size))
-    return float(reach.sum()) * growth.gain * growth.token_ms >= cost
+def worth_reading(reach: float, frontier: int, read_tokens: int, size: int, level: int, growth: Growth) -> bool:
+    """Whether the draft should read level `level` (`frontier` nodes whose estimated path acceptance
+    sums to `reach`, in a forward of `read_tokens` tokens, on a tree of `size` nodes): whether
+    reading it and, at best, some of the levels it opens pays. Each level read adds up to its cap
+    (`children` per node of the level above), reaching `gain` times as far as the level above, each
+    token worth `token_ms`, against the draft's forwards and the target's longer verification.
+    Looking past the first level keeps a forward time that is not monotone in the tokens (a CPU
+    slower at 2 tokens than at 6) or a first level that just fails to pay on its own from stopping
+    a tree that pays as a whole."""
+    base = interpolate(growth.target_ms, size)
+    gained = draft = 0.0
+    added, nodes = 0, frontier
+    for depth, cap in enumerate(growth.widths[level:]):
+        draft += interpolate(growth.draft_ms, read_tokens if depth == 0 else nodes)
+        nodes = min(cap, growth.children * nodes)
+        added += nodes
+        reach *= growth.gain
+        gained += reach
+        if gained * growth.token_ms >= draft + interpolate(growth.target_ms, size + added) - base:
+            return True
+    return False
+
+
+def node_price(size: int, growth: Growth) -> float:
+    """The least estimated path acceptance a node must have to be verified on a tree of `size`:
+    the target's cheapest time per node over growing the tree by 1 node up to its budget (a node
+    opens the room for more, and a forward time that is not monotone, or flat past a point, makes
+    several nodes cheaper per node than one), in tokens of `token_ms`."""
+    base = interpolate(growth.target_ms, size)
+    return min((interpolate(growth.target_ms, size + added) - base) / added
+               for added in range(1, max(2, growth.budget - size + 1))) / growth.token_ms
 
 
 @dataclass
@@ -160,7 +183,7 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
     for level, cap in enumerate(growth.widths):
         size = len(parents)
         read_tokens = len(pending) if level == 0 else size - start
-        if not worth_reading(reach, read_tokens, size, min(cap, growth.children * (size - start)), growth):
+        if not worth_reading(float(reach.sum()), size - start, read_tokens, size, level, growth):
             break
         if level == 0:
             logits = forward(cache, pending, cache.length + torch.arange(len(pending), device=device),
@@ -175,8 +198,7 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
                                                       generator)
         if drawn_from is not None:
             dists.append(drawn_from)
-        node_ms = interpolate(growth.target_ms, size + 1) - interpolate(growth.target_ms, size)
-        kept = choose(scores, real, cap, node_ms / growth.token_ms)
+        kept = choose(scores, real, cap, node_price(size, growth))
         if not len(kept):
             break
         rows, ranks = kept // growth.children, kept % growth.children
@@ -216,17 +238,3 @@ def budget_parents(growth: Growth) -> list[int]:
         parents += [first] * width
         first = start
     return parents
-
-
-def plan_growth(parents: list[int], acceptance: dict, target_ms: dict[int, float], draft_ms: dict[int, float],
-                token_ms: float) -> dict:
-    """A tree file's `dynamic` section from a tree `parents` (the optimizer's, priced by the target's
-    time alone): its level widths cap the dynamic tree's levels and its widest node the children
-    drawn per node (the budget verification pays for), a token is worth `token_ms` (the static
-    pick's ms per token), and a reached node's chance of an accepted child is the vector's first
-    `children` entries together."""
-    widths = level_widths(parents)[1:] or [1]
-    children = max(1, max(Counter(parents[1:]).values(), default=1))
-    return {"widths": widths, "children": children, "gain": min(1.0, sum(acceptance["acceptance"][:children])),
-            "token_ms": token_ms, "target_ms": {str(n): ms for n, ms in target_ms.items()},
-            "draft_ms": {str(n): ms for n, ms in draft_ms.items()}, "calibration": acceptance["calibration"]}

@@ -110,6 +110,7 @@ class Result:
     seconds: float = 0.0  # the whole call, prefill included
     prefill_seconds: float = 0.0  # both models reading the prompt (all but its last token)
     draft_forwards: int = 0
+    undrafted_steps: int = 0  # steps whose tree the draft did not read: plain target steps
     stopped_by: str = ""  # eos | max_new_tokens | context
     # The caches at the end (a later call may reuse them): the target's holds every token but the
     # last, the draft's a prefix.
@@ -270,6 +271,7 @@ def generate(target, draft, prompt_ids: list[int], layout: Layout, sampling: Sam
                 tree, proposals, read = on_device(tokens[-1:], device), None, 0
                 alive = torch.ones(1, dtype=torch.bool, device=device)
             result.draft_forwards += read
+            result.undrafted_steps += not read
             # The target holds every token but the root: the step's forward is the tree alone.
             positions = root + step_layout.depth_of
             if growth and step_layout.size > 1:

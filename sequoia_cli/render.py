@@ -93,6 +93,16 @@ def plan_table(tree: dict, out: str, show: int) -> None:
         dynamic = tree["dynamic"]
         console.print(f"dynamic trees: up to {dynamic['widths']} nodes per level, {dynamic['children']} children"
                       f" drawn per node, a token worth {dynamic['token_ms']:.1f} ms")
+        predicted = dynamic.get("prediction")
+        if predicted:
+            console.print(f"dynamic trees predicted: {predicted['tokens_per_step']:.2f} tokens and"
+                          f" {predicted['draft_forwards_per_step']:.2f} draft forwards per step"
+                          f" ({predicted['undrafted_share']:.0%} of steps draft nothing),"
+                          f" {predicted['ms_per_token']:.1f}"
+                          f" ms per token, {predicted['speedup']:.2f}x over autoregressive")
+        if dynamic.get("fallback"):
+            console.print("[yellow]grown trees are predicted slower than the static tree: decode --method dynamic"
+                          " runs the static tree[/]")
 
 
 def tree_drawing(tree: dict) -> None:
@@ -115,7 +125,9 @@ def stats_table(stats: dict) -> None:
     grid.add_row("without prefill", f"{stats['step_tokens_per_second']:.2f} tokens/s (the prompts' prefill took"
                                     f" {stats['prefill_seconds']:.2f} s)")
     grid.add_row("target forwards", str(stats["target_forwards"]))
-    grid.add_row("draft forwards", str(stats["draft_forwards"]))
+    per_step = (f" ({stats['draft_forwards_per_step']:.2f} per step; {stats['undrafted_share']:.0%} of steps drafted"
+                " nothing)" if "undrafted_share" in stats else "")
+    grid.add_row("draft forwards", f"{stats['draft_forwards']}{per_step}")
     shown = [f"{name} {stats[key]:.3f}" for name, key in (("positional", "predicted_positional"),
                                                           ("by level", "predicted_by_level")) if key in stats]
     predicted = f" (predicted: {', '.join(shown)})" if shown else ""

@@ -272,10 +272,21 @@ class Plan(Strict):
 Timings = Annotated[dict[TokenCount, Milliseconds], Field(min_length=1, max_length=MAX_TIMINGS)]
 
 
+class GrowthPrediction(Strict):
+    """What the plan predicts of its grown trees (`dynamic_plan.Prediction`)."""
+
+    tokens_per_step: Expected
+    ms_per_token: Milliseconds
+    draft_forwards_per_step: Annotated[float, Field(ge=0, le=MAX_LEVELS)]
+    undrafted_share: Probability
+    speedup: Speedup
+
+
 class Dynamic(Strict):
     """A tree file's plan for dynamic trees (optimize --method dynamic; `dynamic.Growth`): the most
     nodes per level, the children drawn per node, the chance a reached node has one accepted, what
-    a token is worth, the forward times, and the draft's calibration."""
+    a token is worth, the forward times, and the draft's calibration; from optimize also its
+    predicted figures and whether decode runs the static tree instead (`fallback`)."""
 
     widths: Annotated[list[Annotated[int, Field(ge=1, lt=MAX_TREE_SIZE)]], Field(min_length=1, max_length=MAX_LEVELS)]
     children: Annotated[int, Field(ge=1, le=MAX_WIDTH)]
@@ -284,6 +295,8 @@ class Dynamic(Strict):
     target_ms: Timings
     draft_ms: Timings
     calibration: Calibration
+    prediction: GrowthPrediction = None
+    fallback: bool = None
 
     @model_validator(mode="after")
     def rules(self):
@@ -386,6 +399,8 @@ class StatsFile(Strict):
     step_tokens_per_second: Rate = None
     target_forwards: Count = None
     draft_forwards: Count = None
+    draft_forwards_per_step: PerStep = None
+    undrafted_share: Probability = None
     mean_step_tokens: PerStep = None
     expected_tokens: Expected | None = None
     predicted_positional: Expected = None

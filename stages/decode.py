@@ -51,8 +51,24 @@ class Request:
 
     @property
     def growth(self) -> Growth | None:
-        """How method dynamic grows its trees (None for the other methods)."""
-        return growth_of(self.tree["dynamic"]) if self.method == "dynamic" else None
+        """How method dynamic grows its trees (None for the other methods, and where its plan falls
+        back to the static tree)."""
+        return growth_of(self.tree["dynamic"]) if self.method == "dynamic" and not falls_back(self.tree) else None
+
+
+def falls_back(tree: dict) -> bool:
+    """Whether a tree file's dynamic plan is predicted slower than its static tree, which decode
+    --method dynamic then runs."""
+    return bool(tree["dynamic"].get("fallback"))
+
+
+def fallback_line(tree: dict) -> str:
+    """Why a dynamic run decodes the file's static tree."""
+    predicted = tree["dynamic"].get("prediction") or {}
+    figures = (f" ({predicted['ms_per_token']:.1f} ms per token against {tree['plan']['ms_per_token']:.1f})"
+               if predicted and tree.get("plan") else "")
+    return (f"dynamic: the plan predicts grown trees slower than the file's static tree{figures}: decoding the static"
+            f" tree")
 
 
 def prepare(method: str, tree: dict | None, chain_length: int | None, greedy: bool, temperature: float | None,
@@ -84,7 +100,7 @@ def method_parents(method: str, tree: dict | None, chain_length: int | None) -> 
         if not tree.get("dynamic"):
             raise BadInput("the tree has no dynamic plan: make it with optimize's method dynamic (from an acceptance"
                            " file with a calibration)", "tree", "method")
-        return budget_parents(growth_of(tree["dynamic"]))
+        return tree["parents"] if falls_back(tree) else budget_parents(growth_of(tree["dynamic"]))
     if method == "autoregressive":
         if tree or chain_length:
             raise BadInput("method autoregressive takes no tree or chain_length", "method", "tree", "chain_length")
@@ -161,13 +177,15 @@ def decode(request: Request, loaded: Loaded, prompts: list, show: Callable[[str]
     conversations = [turns_of(prompt) for prompt in prompts]
     encoded = encode_prompts(loaded.tokenizer, [turns[0] for turns in conversations], context, request.chat_template)
     mode = "greedy" if sampling.greedy else f"temperature {request.temperature}, top-p {request.top_p}"
+    if request.method == "dynamic" and request.growth is None:
+        show(fallback_line(request.tree))
     show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
     records = decode_prompts(target, draft, loaded.tokenizer, conversations, encoded, layout, sampling,
                              request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine,
                              request.chat_template, request.growth)
     # A dynamic run's trees are not the file's: its predictions are of another tree.
-    tree = request.tree if request.method != "dynamic" else None
+    tree = request.tree if request.growth is None else None
     figures = summarize(records, layout, (tree or {}).get("expected_tokens"), predictions(tree, request.parents))
     return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
 
@@ -197,7 +215,8 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
         "steps": len(result.accepted), "accepted": result.accepted, "seconds": result.seconds,
         "prefill_seconds": result.prefill_seconds, "step_tokens": sum(result.step_tokens),
-        "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards, "stopped_by": result.stopped_by,
+        "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards,
+        "undrafted_steps": result.undrafted_steps, "stopped_by": result.stopped_by,
     }
     if expected:
         record["expected"] = result.expected
@@ -249,12 +268,16 @@ def summarize(records: list[dict], layout: Layout, expected_tokens: float | None
     seconds = sum(r["seconds"] for r in records)
     prefill = sum(r["prefill_seconds"] for r in records)
     stepping = seconds - prefill
+    drafts = sum(r["draft_forwards"] for r in records)
     return {
         "prompts": len(records), "tokens": tokens, "seconds": seconds, "prefill_seconds": prefill,
         "tokens_per_second": tokens / seconds if seconds else 0.0,
         # What the cost model predicts: the steps alone, the prompts' prefill left out.
         "step_tokens_per_second": tokens / stepping if stepping > 0 else 0.0,
-        "target_forwards": steps, "draft_forwards": sum(r["draft_forwards"] for r in records),
+        "target_forwards": steps, "draft_forwards": drafts,
+        # A dynamic run's trees may stop before their first level: how much the draft did, per step.
+        "draft_forwards_per_step": drafts / steps if steps else 0.0,
+        "undrafted_share": sum(r["undrafted_steps"] for r in records) / steps if steps else 0.0,
         "mean_accepted": tokens / steps if steps else 0.0,
         # Before the cut at EOS or the budget: the figure the predictions are set against.
         "mean_step_tokens": sum(r["step_tokens"] for r in records) / steps if steps else 0.0,

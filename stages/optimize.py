@@ -6,7 +6,7 @@ import numpy as np
 from sequoia_cli.acceptance import plan_by_levels
 from sequoia_cli.artifacts import timings, tree_artifact
 from sequoia_cli.cost import step_ms, step_ms_of
-from sequoia_cli.dynamic import plan_growth
+from sequoia_cli.dynamic_plan import plan_growth
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
@@ -18,10 +18,12 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     """A tree artifact of the candidate with the best predicted speedup, with the `plan` that
     weighed every (size, depth) the DP gives up to the bounds (by level where the acceptance has
     rows by level or ranks, unless `positional`: `acceptance.plan_by_levels`). With method
-    `dynamic`, also the `dynamic` section trees grown per step follow (`dynamic.plan_growth`):
+    `dynamic`, also the `dynamic` section trees grown per step follow (`dynamic_plan.plan_growth`):
     it needs the acceptance file's calibration and the profile's draft timings. Its caps are the
-    tree the DP picks with the target's time alone: a grown tree drafts a level only where that
-    level is worth its draft forward, so the draft's cost is weighed per step, not up front."""
+    level widths of the tree the DP picks with the target's time alone (a grown tree drafts a
+    level only where that level is worth its draft forwards, so the draft's cost is weighed per
+    step, not up front) or of the static pick, whichever is predicted faster; where neither
+    beats the static tree, the section says so and decode runs the static tree."""
     if method not in METHODS:
         raise BadInput(f"method '{method}' is not one of {', '.join(METHODS)}", "method")
     target_ms = timings(profile["target"])
@@ -64,7 +66,7 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     tree = tree_artifact(parents, acceptance, expected, positional, plan, rows)
     if method == "dynamic":
         (caps, _), _ = pick(None)
-        tree["dynamic"] = plan_growth(caps, acceptance, target_ms, draft_ms, plan["ms_per_token"])
+        tree["dynamic"] = plan_growth([caps, parents], acceptance, target_ms, draft_ms, plan["ms_per_token"])
     return tree
 
 

@@ -17,7 +17,7 @@ from sequoia_cli.sampling import verify_node
 from stages.optimize import optimize
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import assert_first_two_tokens_follow, prompt, reference_greedy
-from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, tiny_model
+from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, save_tiny_pair, tiny_model
 
 # A calibration whose acceptance changes sharply where tiny models' probabilities lie (0.005 to
 # 0.2), with two bins without data.
@@ -192,10 +192,11 @@ def test_budget_parents_is_as_wide_and_deep_as_the_caps():
 # ---- the commands ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def planned(pair, tmp_path_factory):
-    """measure-acceptance, profile-hw and optimize --method dynamic on the tiny pair."""
-    draft, target = pair
+def planned(tmp_path_factory):
+    """measure-acceptance, profile-hw and optimize --method dynamic on a tiny pair whose target
+    is 4 times as deep as its draft (same logits), so that drafting pays."""
     work = tmp_path_factory.mktemp("dynamic")
+    draft, target = save_tiny_pair(work, target_layers=8)
     (work / "prompts.txt").write_text("hello there\nthe quick brown fox\nabc abc abc\n")
     models = ["--draft", draft, "--target", target, "--dtype", "float32"]
     for command in (["measure-acceptance", *models, "--data", work / "prompts.txt", "--greedy", "--width", "4",
@@ -220,9 +221,11 @@ def test_optimize_plans_a_dynamic_tree_from_the_calibration_and_the_profile(plan
     section = tree["dynamic"]
     acceptance = json.loads((work / "acc.json").read_text())
     profile = json.loads((work / "profile.json").read_text())
-    # The caps: the static pick of the same acceptance when only the target's time is paid.
+    # The caps: the static pick of the same acceptance when only the target's time is paid, or the
+    # static pick itself, whichever is predicted faster.
     target_only = optimize(acceptance, {**profile, "draft": None})
-    assert section["widths"] == level_widths_of(target_only["parents"])
+    assert section["widths"] in (level_widths_of(target_only["parents"]), level_widths_of(tree["parents"]))
+    assert section["fallback"] == (section["prediction"]["ms_per_token"] >= tree["plan"]["ms_per_token"])
     assert section["calibration"] == acceptance["calibration"]
     assert section["token_ms"] == tree["plan"]["ms_per_token"]
     assert section["target_ms"] == profile["target"]["ms"] and section["draft_ms"] == profile["draft"]["ms"]
@@ -243,19 +246,24 @@ def test_dynamic_caps_exceed_the_static_pick_when_the_draft_is_costly():
     assert caps == level_widths_of(optimize(acceptance, {**profile, "draft": None}, max_depth=8)["parents"])
 
 
-def test_decode_method_dynamic_greedy_gives_autoregressive_decodings_tokens(planned):
+def test_decode_method_dynamic_greedy_drafts_and_gives_autoregressive_decodings_tokens(planned):
     work, models = planned
-    outputs = {}
+    outputs, errors = {}, {}
     for method in ("dynamic", "autoregressive"):
         tree = ["--tree", work / "tree.json"] if method == "dynamic" else []
         done = sequoia("decode", *models, *tree, "--method", method, "--data", work / "prompts.txt", "--greedy",
                        "--max-new-tokens", "20", "--out", work / f"{method}.jsonl", "--stats", work / f"{method}.json")
         assert done.returncode == 0, done.stderr
         lines = (work / f"{method}.jsonl").read_text().splitlines()
-        outputs[method] = [json.loads(line)["output_ids"] for line in lines]
+        outputs[method], errors[method] = [json.loads(line)["output_ids"] for line in lines], done.stderr
     assert outputs["dynamic"] == outputs["autoregressive"]
     stats = json.loads((work / "dynamic.json").read_text())
-    assert stats["method"] == "dynamic" and stats["target_forwards"] > 0
+    assert stats["method"] == "dynamic" and stats["draft_forwards"] > 0
+    assert stats["draft_forwards_per_step"] == stats["draft_forwards"] / stats["target_forwards"]
+    assert stats["undrafted_share"] < 1 and "steps drafted nothing" in errors["dynamic"]
+    # Where the plan predicts its grown trees no faster, the file's static tree runs, with one line saying so.
+    fallback = json.loads((work / "tree.json").read_text())["dynamic"]["fallback"]
+    assert ("decoding the static tree" in errors["dynamic"]) == fallback
 
 
 def test_dynamic_without_its_plan_or_calibration_is_one_line(planned, tmp_path):

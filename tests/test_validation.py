@@ -234,12 +234,12 @@ READERS = ["stages/optimize.py", "stages/build_tree.py", "stages/decode.py", "st
            "sequoia_cli/acceptance.py", "sequoia_cli/render.py", "sequoia_cli/artifacts.py", "sequoia_cli/cost.py",
            "sequoia_cli/dynamic.py"]
 # decode's generation records (made in process, written as JSONL, never read back).
-NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text", "turn"}
+NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text", "turn", "undrafted_steps"}
 
 
 def validated_fields() -> set[str]:
-    models = [schema.AcceptanceFile, schema.Calibration, schema.Dynamic, schema.Source, schema.Plan, schema.TreeFile,
-              schema.Section, schema.ProfileFile, schema.StatsFile, schema.Setup]
+    models = [schema.AcceptanceFile, schema.Calibration, schema.Dynamic, schema.GrowthPrediction, schema.Source,
+              schema.Plan, schema.TreeFile, schema.Section, schema.ProfileFile, schema.StatsFile, schema.Setup]
     return {"format"} | {name for model in models for name in model.model_fields} | set(
         schema.Candidate.__annotations__)
 

@@ -1,6 +1,7 @@
 """Tiny randomly initialised causal LMs, built in the test process (no download), on the device
 the tests run on: $SEQUOIA_TEST_DEVICE (cpu where unset; `make gpu-check` sets cuda)."""
 
+import copy
 import os
 
 import torch
@@ -50,8 +51,6 @@ def tiny_tokenizer():
 
 def noisy_copy(model, noise: float, seed: int = 0):
     """A draft that agrees with `model` often: its weights plus Gaussian noise."""
-    import copy
-
     draft = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(seed)  # noise drawn on the host: one draft on every device
     with torch.no_grad():
@@ -61,11 +60,14 @@ def noisy_copy(model, noise: float, seed: int = 0):
     return draft
 
 
-def save_tiny_pair(folder, family: str = "qwen2", noise: float = 0.3):
-    """Write a target and a draft (with one shared tokenizer) as model folders; return their paths."""
+def save_tiny_pair(folder, family: str = "qwen2", noise: float = 0.3, target_layers: int | None = None):
+    """Write a target and a draft (with one shared tokenizer) as model folders; return their paths.
+    With `target_layers`, the target is `deepened` to that many layers (same logits, slower)."""
     tokenizer = tiny_tokenizer()
     target = tiny_model(family, vocab=len(tokenizer), seed=1, eos=tokenizer.eos_token_id)
     draft = noisy_copy(target, noise)
+    if target_layers:
+        target = deepened(target, target_layers)
     paths = []
     for name, model in (("target", target), ("draft", draft)):
         path = folder / name
@@ -73,3 +75,24 @@ def save_tiny_pair(folder, family: str = "qwen2", noise: float = 0.3):
         tokenizer.save_pretrained(path)
         paths.append(str(path))
     return paths[1], paths[0]
+
+
+def deepened(model, layers: int):
+    """`model` (qwen2 or llama) with `layers` layers that computes the same logits: the added
+    layers' output projections are zero, so each passes its input on. A target this slower than a
+    draft made from `model` makes drafting pay."""
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None):  # one attention type per layer
+        config.layer_types = [config.layer_types[0]] * layers
+    torch.manual_seed(0)
+    deep = type(model)(config)
+    deep.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        for name, weight in deep.named_parameters():
+            index = name.split(".")[2] if name.startswith("model.layers.") else None
+            if index is not None and int(index) >= model.config.num_hidden_layers and name.endswith(
+                    ("o_proj.weight", "down_proj.weight")):
+                weight.zero_()
+    deep.generation_config = copy.deepcopy(model.generation_config)
+    return deep.eval().float().to(TEST_DEVICE)

@@ -87,9 +87,12 @@ def methods_of(run, plan: dict, sampling: Sampling, new_tokens: int) -> dict:
     if "error" in plan:
         methods["Sequoia"] = methods["dynamic"] = failing(plan["error"])
     else:
-        growth = growth_of(plan["dynamic"])
         methods["Sequoia"] = partial(ours, parents=plan["parents"])
-        methods["dynamic"] = partial(ours, parents=budget_parents(growth), growth=growth)
+        if plan["dynamic"].get("fallback"):  # as decode --method dynamic does: the static tree
+            methods["dynamic"] = methods["Sequoia"]
+        else:
+            growth = growth_of(plan["dynamic"])
+            methods["dynamic"] = partial(ours, parents=budget_parents(growth), growth=growth)
     return methods
 
 
@@ -103,7 +106,10 @@ def rows_of(run, setting: str, plan: dict, results: dict, resamples: int) -> lis
         if done and method != "HF generate":
             row["draft_forwards_per_step"] = (sum(r["draft_forwards"] for r in results[method])
                                               / sum(r["steps"] for r in results[method]))
-        if done and method == "dynamic":
+        if done and method == "dynamic" and "undrafted_steps" in results[method][0]:
+            row["undrafted_share"] = (sum(r["undrafted_steps"] for r in results[method])
+                                      / sum(r["steps"] for r in results[method]))
+        if done and method == "dynamic" and "predicted" in results[method][0]:
             realized = sum(r["step_tokens"] for r in results[method])
             row["calibration_error"] = sum(r["predicted"] for r in results[method]) / realized - 1
         if done and setting == "greedy" and not failure(results["autoregressive"]):
@@ -112,7 +118,10 @@ def rows_of(run, setting: str, plan: dict, results: dict, resamples: int) -> lis
         rows.append(row)
     if "error" not in plan:
         rows[-1]["plan"] = {"widths": plan["dynamic"]["widths"], "children": plan["dynamic"]["children"],
-                            "static_size": plan["plan"]["size"], "static_depth": plan["plan"]["depth"]}
+                            "static_size": plan["plan"]["size"], "static_depth": plan["plan"]["depth"],
+                            "static_ms_per_token": plan["plan"]["ms_per_token"],
+                            "prediction": plan["dynamic"].get("prediction"),
+                            "fallback": plan["dynamic"].get("fallback", False)}
     return rows
 
 
@@ -135,9 +144,10 @@ def run_dynamic(bench: Bench) -> None:
 
 ABOUT = ("Per workload and setting, optimize's static tree (Sequoia) and the dynamic plan of the same call on the"
          " experiment's own vector and calibration"
-         " (`optimize --method dynamic`: the level widths of the DP's pick priced by the target's time alone cap"
-         " each level, and a level is drafted only while its nodes' calibrated path acceptance is worth a draft"
-         " forward), beside a chain of 4,"
+         " (`optimize --method dynamic`: the level widths of the DP's pick priced by the target's time alone, or of"
+         " the static pick, whichever the calibration predicts faster, cap each level, and a level is drafted only"
+         " while it and the best run of levels it opens are worth their draft forwards; where the grown trees are"
+         " predicted slower than the static tree, the method runs the static tree), beside a chain of 4,"
          " autoregressive decoding and HF generate, the methods of a prompt back to back in rotated order."
          " Speedups: paired geometric means over prompts with 95% bootstrap intervals. Calibration error: the"
          " tokens per step the calibration predicted over those realized, minus 1.")
@@ -159,17 +169,34 @@ def calibration_lines(results: dict) -> list[str]:
     return lines
 
 
+def percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def predicted_line(plan: dict) -> str:
+    """What the plan predicted of the grown trees against the static tree, and whether it fell back."""
+    predicted = plan.get("prediction")
+    if not predicted:
+        return ""
+    line = (f"; predicted {predicted['ms_per_token']:.1f} ms per token ({predicted['tokens_per_step']:.2f} tokens and"
+            f" {predicted['draft_forwards_per_step']:.2f} draft forwards per step) against the static tree's"
+            f" {plan['static_ms_per_token']:.1f}")
+    return line + (": falls back to the static tree" if plan.get("fallback") else "")
+
+
 def dynamic_section(results: dict) -> str:
-    header = ["workload", "setting", "method", "tokens per step", "draft forwards per step", "tokens/s",
-              "vs HF generate", "vs static tree", "calibration error", "same as autoregressive"]
+    header = ["workload", "setting", "method", "tokens per step", "draft forwards per step",
+              "steps that drafted nothing", "tokens/s", "vs HF generate", "vs static tree", "calibration error",
+              "same as autoregressive"]
     lines = [[r["workload"], r["setting"], r["method"], interval(r, "tokens_per_step"),
-              number(r.get("draft_forwards_per_step")), interval(r, "tokens_per_second"),
+              number(r.get("draft_forwards_per_step")), percent(r.get("undrafted_share")),
+              interval(r, "tokens_per_second"),
               interval(r, "speedup", suffix="x"), interval(r, "vs_static", suffix="x"),
               number(r.get("calibration_error"), 3), r.get("same_as_autoregressive", "-")]
              for r in results.get("dynamic", [])]
     plans = [f"- {r['workload']}, {r['setting']}: static tree size {r['plan']['static_size']}, depth"
              f" {r['plan']['static_depth']}; dynamic level caps {r['plan']['widths']}, {r['plan']['children']}"
-             " children per node" for r in results.get("dynamic", []) if "plan" in r]
+             f" children per node{predicted_line(r['plan'])}" for r in results.get("dynamic", []) if "plan" in r]
     return "\n\n".join([ABOUT, "\n".join(plans), markdown_table(header, lines), "Calibration curves (acceptance"
                         " per bin of the draft's probability, children tried in brackets):",
                         "\n".join(calibration_lines(results))])

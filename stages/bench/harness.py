@@ -191,7 +191,7 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
               "step_tokens": record["step_tokens"],
               "target_seconds": target["seconds"], "draft_seconds": draft["seconds"],
-              "draft_forwards": draft["calls"]}
+              "draft_forwards": draft["calls"], "undrafted_steps": record["undrafted_steps"]}
     if expected:
         result["expected"] = [round(e, 4) for e in record["expected"]]
     if growth is not None:
