@@ -77,7 +77,7 @@ bench: fetch
 bench-quick: fetch
 	$(SEQUOIA) bench --quick $(MODELS) --out-dir runs/bench-quick $(RESUME)
 
-# The GPU check (stages/bench/gpu_check.py), report in runs/gpu-check/: `make gpu-check DEVICE=cuda`
+# The GPU check (stages/gpu_check/), report in runs/gpu-check/: `make gpu-check DEVICE=cuda`
 # first runs the exactness tests on the device, then the check, and fails if either failed;
 # `make gpu-check DEVICE=cpu` (CI) runs the check alone, on shrunk shapes. On a machine without
 # the venv (no network), PYTHON_BIN=python3 runs that python from the source tree, installing nothing.

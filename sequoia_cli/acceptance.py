@@ -22,7 +22,7 @@ rows shows the model's own error, apart from any difference between prompts.
 The calibration says how acceptance depends on the draft's own probability of a child: each child
 verification tried (those before the accepted one, and the accepted one) is counted in the bin of
 its draft probability, with whether it was accepted. Kept as counts, it merges exactly too; a
-dynamic tree reads a child's chance of acceptance from it (`filled_rates`).
+dynamic tree reads a child's chance of acceptance from it (`dynamic.filled_rates`).
 """
 
 import math
@@ -93,17 +93,6 @@ def merged_calibration(shards: list[dict]) -> dict:
     return calibration_from_counts(parts[0]["edges"], tried, accepted)
 
 
-def filled_rates(calibration: dict) -> tuple[float, ...]:
-    """Each bin's acceptance, as a dynamic tree reads a child's chance of acceptance: an empty bin
-    takes the nearest bin with data (the lower of two as near: the cautious guess); with no data
-    at all, each bin's middle probability (a draft as good as the target)."""
-    edges, acceptance = calibration["edges"], calibration["acceptance"]
-    measured = [index for index, rate in enumerate(acceptance) if rate is not None]
-    if not measured:
-        return tuple((low + high) / 2 for low, high in zip(edges, edges[1:]))
-    return tuple(acceptance[min(measured, key=lambda m: (abs(m - index), m))] for index in range(len(acceptance)))
-
-
 def planning_acceptance(artifact: dict, positional: bool = False):
     """What the DP plans with: the rows by level where the artifact has them (unless
     `positional`), else the single vector."""
@@ -112,7 +101,7 @@ def planning_acceptance(artifact: dict, positional: bool = False):
     return artifact["acceptance"]
 
 
-def walk(parents: list[int], ranks: list[int]) -> list[tuple[list[int], int]]:
+def decode_steps(parents: list[int], ranks: list[int]) -> list[tuple[list[int], int]]:
     """Decode's steps down one continuation's accepted ranks: per step, the ranks it met at levels
     1, 2, ... and how many of them it accepted (it adds that many tokens plus the target's own)."""
     children = [{} for _ in parents]
@@ -139,7 +128,7 @@ def replayed(parents: list[int], ranks: list[int]) -> tuple[int, int]:
     before the continuation's end count: later ones could need ranks past it."""
     depth = max(depths(parents))
     tokens = steps = start = 0
-    for _, accepted in walk(parents, ranks):
+    for _, accepted in decode_steps(parents, ranks):
         if start + depth > len(ranks):
             break
         tokens, steps, start = tokens + accepted + 1, steps + 1, start + accepted + 1
@@ -151,7 +140,7 @@ def level_counts(parents: list[int], ranks_by_prompt: list[list[int]], width: in
     tree meets at each level (the last row: that level or deeper)."""
     counts = [[0] * (width + 1) for _ in range(LEVELS)]
     for ranks in ranks_by_prompt:
-        for met, _ in walk(parents, ranks):
+        for met, _ in decode_steps(parents, ranks):
             for level, rank in enumerate(met):
                 counts[min(level, LEVELS - 1)][rank] += 1
     return counts

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sequoia_cli import schema
+from sequoia_cli import schema, schema_rules
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import depths
 
@@ -148,25 +148,26 @@ def check_format(path: str, artifact: dict, kind: str) -> None:
     if found is None:
         raise BadInput(f"{_display(path)}: missing field 'format' (expected '{kind}/{MAJOR_VERSION}')")
     if not isinstance(found, str):
-        raise BadInput(f"{_display(path)}: 'format' is {schema.shown(found)}, expected '{kind}/{MAJOR_VERSION}'")
+        raise BadInput(f"{_display(path)}: 'format' is {schema_rules.shown(found)}, expected '{kind}/{MAJOR_VERSION}'")
     found_kind, _, version = found.partition("/")
     if found_kind != kind:
-        raise BadInput(f"{_display(path)}: format is {schema.shown(found)}, expected a '{kind}/{MAJOR_VERSION}' file")
+        raise BadInput(f"{_display(path)}: format is {schema_rules.shown(found)},"
+                       f" expected a '{kind}/{MAJOR_VERSION}' file")
     major = version.split(".")[0]
     if not (major.isascii() and major.isdigit()):
-        raise BadInput(f"{_display(path)}: format {schema.shown(found)} has no version number")
+        raise BadInput(f"{_display(path)}: format {schema_rules.shown(found)} has no version number")
     major = major.lstrip("0") or "0"  # compared by its digits first: int() refuses thousands of them
     if len(major) > len(str(MAJOR_VERSION)) or int(major) > MAJOR_VERSION:
         raise BadInput(
-            f"{_display(path)}: format {schema.shown(found)} is newer than this sequoia reads "
+            f"{_display(path)}: format {schema_rules.shown(found)} is newer than this sequoia reads "
             f"('{kind}/{MAJOR_VERSION}'): upgrade sequoia"
         )
 
 
-def _check(path: str, artifact: dict, kind: str, model: type[schema.Strict]) -> dict:
+def _check(path: str, artifact: dict, kind: str, model: type[schema_rules.Strict]) -> dict:
     """`artifact`, read from `path`, checked as a `kind` file whose fields `model` describes."""
     check_format(path, artifact, kind)
-    schema.check(_display(path), artifact, model)
+    schema_rules.check(_display(path), artifact, model)
     return artifact
 
 
@@ -210,10 +211,11 @@ def timings(section: dict) -> dict[int, float]:
 # ---- constructors: every artifact a stage writes is built here ----
 
 def acceptance_artifact(mode: str, temperature: float, top_p: float, width: int, acceptance: list[float],
-                        rejected_all: float, samples: int, stderr: list[float], **extra) -> dict:
+                        **measured) -> dict:
+    """An acceptance vector measured at a setting; `measured` holds the rest (rejected_all, samples,
+    stderr, the rows by level, counts, ranks, calibration and the run's facts)."""
     return {"format": format_of(ACCEPTANCE), "mode": mode, "temperature": temperature, "top_p": top_p,
-            "width": width, "acceptance": acceptance, "rejected_all": rejected_all, "samples": samples,
-            "stderr": stderr, **extra}
+            "width": width, "acceptance": acceptance, **measured}
 
 
 # What an acceptance vector was measured under, carried into a tree's `source` for `decode`.

@@ -1,5 +1,5 @@
-"""The cost model the optimizer plans with (SPEC, with the draft's first level as the engine pays
-it): a step with tree T costs target_ms(size) plus the draft's forwards. The draft reads each
+"""The cost model the optimizer plans with (the paper's, with the draft's first level as the decode
+loop pays it): a step with tree T costs target_ms(size) plus the draft's forwards. The draft reads each
 level l < depth to propose the next one, so a wide level costs more than one token; level 0 reads
 the root and, when the step accepted a node of the deepest level (which the draft never read),
 that node too: 2 tokens with the probability that the walk reaches the deepest level, else 1.

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sequoia_cli.acceptance import filled_rates
 from sequoia_cli.cost import interpolate
 from sequoia_cli.kv import Cache, causal, fit_vocab, forward
-from sequoia_cli.sampling import distribution, draw_children
+from sequoia_cli.sampling import Sampling, distribution, draw_children
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,17 @@ class Growth:
         return 1 + sum(self.widths)
 
 
+def filled_rates(calibration: dict) -> tuple[float, ...]:
+    """Each bin's acceptance, as a dynamic tree reads a child's chance of acceptance: an empty bin
+    takes the nearest bin with data (the lower of two as near: the cautious guess); with no data
+    at all, each bin's middle probability (a draft as good as the target)."""
+    edges, acceptance = calibration["edges"], calibration["acceptance"]
+    measured = [index for index, rate in enumerate(acceptance) if rate is not None]
+    if not measured:
+        return tuple((low + high) / 2 for low, high in zip(edges, edges[1:]))
+    return tuple(acceptance[min(measured, key=lambda m: (abs(m - index), m))] for index in range(len(acceptance)))
+
+
 def growth_of(dynamic: dict) -> Growth:
     """The Growth a tree artifact's `dynamic` section describes."""
     calibration = dynamic["calibration"]
@@ -76,20 +86,32 @@ def earlier_rejected(acceptance: torch.Tensor) -> torch.Tensor:
     return torch.cat([ones, (1 - acceptance).cumprod(dim=-1)[:, :-1]], dim=-1)
 
 
-def propose(logits: torch.Tensor, reach: torch.Tensor, growth: Growth, sampling,
-            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                 torch.Tensor | None]:
+@dataclass
+class Children:
+    """A level's proposed children (rows: its nodes; columns: ranks): their tokens, which are real
+    draws, the scores they are kept by, their own estimated path acceptance, and the
+    distributions they were drawn from (None in greedy mode)."""
+
+    tokens: torch.Tensor
+    real: torch.Tensor
+    scores: torch.Tensor
+    own: torch.Tensor
+    dists: torch.Tensor | None
+
+
+def propose(logits: torch.Tensor, reach: torch.Tensor, growth: Growth, sampling: Sampling,
+            generator: torch.Generator) -> Children:
     """Children for each node of a level (rows of `logits`, the nodes' estimated path acceptance
-    `reach`): (tokens, which are real draws, the scores they are kept by, their own estimated path
-    acceptance, the distributions drawn from: None in greedy mode)."""
+    `reach`)."""
     if sampling.greedy:
         probabilities, tokens = torch.softmax(logits, dim=-1).topk(growth.children, dim=-1)
         accept = calibrated(probabilities, growth)
         own = reach[:, None] * earlier_rejected(accept) * accept
-        return tokens, torch.ones_like(tokens, dtype=torch.bool), own, own, None
+        return Children(tokens, torch.ones_like(tokens, dtype=torch.bool), own, own, None)
     dists = distribution(logits, sampling.temperature, sampling.top_p)
     tokens, real = draw_children(dists, growth.children, "sequoia", generator)
-    return tokens, real, *sampled_scores(dists, tokens, real, reach, growth), dists
+    scores, own = sampled_scores(dists, tokens, real, reach, growth)
+    return Children(tokens, real, scores, own, dists)
 
 
 def sampled_scores(dists: torch.Tensor, tokens: torch.Tensor, real: torch.Tensor, reach: torch.Tensor,
@@ -166,7 +188,7 @@ class Grown:
     slots: list[int]
 
 
-def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: int,
+def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling: Sampling, vocab: int,
          generator: torch.Generator) -> Grown:
     """One step's tree, grown on the draft's cache. A fixed-shape engine (static caches, CUDA
     graphs) reads every level at its cap, the nodes past the kept ones switched off (each sees
@@ -194,11 +216,10 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
             logits = forward(cache, level_tokens, torch.full((width,), root_position + level, device=device), attend,
                              fixed=padded)[: size - start]
         read += 1
-        kids, real, scores, own, drawn_from = propose(fit_vocab(logits.float(), vocab), reach, growth, sampling,
-                                                      generator)
-        if drawn_from is not None:
-            dists.append(drawn_from)
-        kept = choose(scores, real, cap, node_price(size, growth))
+        children = propose(fit_vocab(logits.float(), vocab), reach, growth, sampling, generator)
+        if children.dists is not None:
+            dists.append(children.dists)
+        kept = choose(children.scores, children.real, cap, node_price(size, growth))
         if not len(kept):
             break
         rows, ranks = kept // growth.children, kept % growth.children
@@ -209,8 +230,8 @@ def grow(cache: Cache, pending: torch.Tensor, growth: Growth, sampling, vocab: i
         parents += owners.tolist()
         slots += range(end_slot, end_slot + len(kept))
         end_slot += cap if padded else len(kept)
-        tokens = torch.cat([tokens, kids[rows, ranks]])
-        reach, start = own[rows, ranks], size
+        tokens = torch.cat([tokens, children.tokens[rows, ranks]])
+        reach, start = children.own[rows, ranks], size
         predicted += float(reach.sum())
     return Grown(parents, tokens, (torch.cat(dists) if dists else None), read, predicted, slots)
 

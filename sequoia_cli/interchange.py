@@ -24,7 +24,7 @@ a tree goes out in that order and comes back in it.
 import numpy as np
 
 from sequoia_cli.errors import BadInput
-from sequoia_cli.schema import shown
+from sequoia_cli.schema_rules import shown
 from sequoia_cli.tree import MAX_TREE_SIZE, depths, level_order, ranks
 
 GROWMAP_KEYS = ("roots", "branches", "Successors", "mask", "depth", "size")

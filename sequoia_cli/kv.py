@@ -22,6 +22,7 @@ import torch
 import transformers
 from transformers import DynamicCache, StaticCache
 
+from sequoia_cli.devices import input_device
 from sequoia_cli.errors import BadInput, one_line
 
 ENGINES = ("eager", "static", "cuda-graphs")
@@ -265,3 +266,18 @@ def engine_for(engine: str, device: torch.device, placed: bool) -> str:
     if engine != "auto":
         return engine
     return "cuda-graphs" if device.type == "cuda" and not placed else "eager"
+
+
+def check_tree_attention(model, name: str) -> None:
+    """Refuse a model that ignores a custom 4D mask: its tree logits would silently be wrong.
+    Probe: a root with two children; the second child must not see the first."""
+    device = input_device(model)
+    tokens = torch.tensor([1, 2, 3], device=device)
+    siblings = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 1]], dtype=torch.bool, device=device)
+    with torch.inference_mode():
+        positions = torch.tensor([0, 1, 1], device=device)
+        tree = forward(new_cache(model, "eager", 3), tokens, positions, siblings)
+        path = model(input_ids=tokens[[0, 2]][None]).logits[0, -1]
+    if (tree[2] - path).abs().max() > 0.02 * path.abs().max() + 1e-3:
+        raise BadInput(f"model '{name}' does not honour a 4D attention mask (try another attention implementation"
+                       " or model family): its tree logits would be wrong")

@@ -62,7 +62,7 @@ class Limits:
     @classmethod
     def of(cls, configs: list) -> "Limits":
         """The limits of models with these configurations, the target's first."""
-        from sequoia_cli.engine import config_context
+        from sequoia_cli.devices import config_context
 
         context = min(config_context(config) for config in configs)
         return cls(context, getattr(configs[0], "vocab_size", None))

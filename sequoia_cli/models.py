@@ -7,8 +7,8 @@ import tempfile
 
 import torch
 
-from sequoia_cli.engine import check_tree_attention
 from sequoia_cli.errors import BadInput, one_line
+from sequoia_cli.kv import check_tree_attention
 from sequoia_cli.pairs import model_dir, pair_names
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

@@ -10,6 +10,8 @@ Whatever the method, the token that ends a step follows the target's distributio
 Greedy decoding (temperature 0) takes the draft's top-k and accepts the target's argmax.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from sequoia_cli.errors import BadInput
@@ -18,11 +20,34 @@ from sequoia_cli.setting_rules import temperature_fault, top_p_fault
 METHODS = ("sequoia", "specinfer", "topk")
 
 
-def sampling_setting(greedy: bool, temperature: float | None, top_p: float | None,
-                     default: dict | None = None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Sampling:
+    """How a run samples and verifies: temperature (0: greedy) and top-p, and the method children
+    are drawn and verified by."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    method: str = "sequoia"  # sequoia | specinfer | topk
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Asked:
+    """The sampling a user asked for: greedy, or a temperature and top-p (None: not given)."""
+
+    greedy: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+def sampling_setting(asked: Asked, default: dict | None = None) -> tuple[float, float]:
     """(temperature, top_p) as asked; with neither given, `default`'s where it is a stochastic
     setting (a tree's `source`: what its vector was measured at; a setting it leaves out is 1),
     else greedy (0, 1). Both are held to the rules of `setting_rules`, as a file's are."""
+    greedy, temperature, top_p = asked.greedy, asked.temperature, asked.top_p
     if greedy and (temperature is not None or top_p is not None):
         raise BadInput("greedy takes no temperature or top_p", "greedy", "temperature", "top_p")
     if greedy:

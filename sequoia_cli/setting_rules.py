@@ -1,10 +1,12 @@
 """The range of each sampling setting, checked by one function whether the value comes from the
 command line (`sampling.sampling_setting`) or from a file (a tree's `source`, an acceptance
-vector's setting: `schema`). Each returns the rule a value breaks, in words, or None."""
+vector's setting: `schema`). Each returns the rule a value breaks, in words, or None. The seed's
+range too, which a stats file records."""
 
 import math
 
 MAX_TEMPERATURE = 100.0
+MAX_SEED = 2**63 - 1  # what a random generator takes
 
 
 def temperature_fault(value) -> str | None:

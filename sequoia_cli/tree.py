@@ -254,3 +254,8 @@ def level_order(parents: list[int]) -> list[int]:
         order.extend(children[node])
     new_index = {old: new for new, old in enumerate(order)}
     return [-1] + [new_index[parents[old]] for old in order[1:]]
+
+
+def chain_parents(length: int) -> list[int]:
+    """A chain of `length` speculated tokens: size length + 1, depth length."""
+    return list(range(-1, length))

@@ -5,25 +5,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sequoia_cli.artifacts import stats_artifact
+from sequoia_cli.decoder import DecodeConfig, Decoder
+from sequoia_cli.devices import input_device
 from sequoia_cli.dynamic import Growth, budget_parents, growth_of
-from sequoia_cli.engine import (
-    Layout,
-    Result,
-    Sampling,
-    chain_parents,
-    check_seed,
-    context_length,
-    generate,
-    input_device,
-    prompt_generator,
-    tree_layout,
-)
 from sequoia_cli.errors import BadInput
+from sequoia_cli.layout import Layout
 from sequoia_cli.loading import Loaded, Resolved, describe
 from sequoia_cli.models import conversation_bound, encode_prompts, eos_ids, next_turn_ids
 from sequoia_cli.sampling import METHODS as TREE_METHODS
-from sequoia_cli.sampling import sampling_setting
-from sequoia_cli.tree import expected_tokens, ranks
+from sequoia_cli.sampling import Asked, Sampling, sampling_setting
+from sequoia_cli.seeds import check_seed, prompt_generator
+from sequoia_cli.tree import chain_parents, expected_tokens, ranks
 
 # Every method runs through the same loop: the tree methods on the tree file's shape (they differ
 # in how children are drawn and verified), chain on a chain of `chain_length` tokens,
@@ -71,12 +63,12 @@ def fallback_line(tree: dict) -> str:
             f" tree")
 
 
-def prepare(method: str, tree: dict | None, chain_length: int | None, greedy: bool, temperature: float | None,
-            top_p: float | None, max_new_tokens: int, seed: int | None, chat_template: bool = True) -> Request:
-    """The checked request; without `temperature` and `top_p`, the tree's own sampling setting
-    (that of its acceptance vector), else greedy; without a seed, a random one (reported)."""
+def prepare(method: str, tree: dict | None, chain_length: int | None, asked: Asked, max_new_tokens: int,
+            seed: int | None, chat_template: bool = True) -> Request:
+    """The checked request; without a temperature and top-p `asked`, the tree's own sampling
+    setting (that of its acceptance vector), else greedy; without a seed, a random one (reported)."""
     parents = method_parents(method, tree, chain_length)
-    temperature, top_p = sampling_setting(greedy, temperature, top_p, (tree or {}).get("source"))
+    temperature, top_p = sampling_setting(asked, (tree or {}).get("source"))
     if max_new_tokens < 1:
         raise BadInput(f"max_new_tokens is {max_new_tokens}: generate at least 1 token", "max_new_tokens")
     if seed is not None:
@@ -170,24 +162,29 @@ def decode(request: Request, loaded: Loaded, prompts: list, show: Callable[[str]
     turn). The first turns are encoded and checked against the models' context before any
     decoding; `show` gets the run's description line, `on_tokens` each step's new tokens, and
     `progress(description, total)` returns a callable to advance by a prompt."""
-    target, draft = loaded.target, loaded.draft
-    layout = tree_layout(request.parents, input_device(target))
-    sampling = Sampling(request.temperature, request.top_p, verification(request.method))
-    context = min(context_length(model) for model in (target, draft) if model is not None)
+    decoder = Decoder(decode_config(request, loaded))
+    sampling, layout = decoder.config.sampling, decoder.layout
     conversations = [turns_of(prompt) for prompt in prompts]
-    encoded = encode_prompts(loaded.tokenizer, [turns[0] for turns in conversations], context, request.chat_template)
+    encoded = encode_prompts(loaded.tokenizer, [turns[0] for turns in conversations], decoder.context,
+                             request.chat_template)
     mode = "greedy" if sampling.greedy else f"temperature {request.temperature}, top-p {request.top_p}"
     if request.method == "dynamic" and request.growth is None:
         show(fallback_line(request.tree))
     show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
-    records = decode_prompts(target, draft, loaded.tokenizer, conversations, encoded, layout, sampling,
-                             request.max_new_tokens, request.seed, on_tokens, on_prompt_done, loaded.resolved.engine,
-                             request.chat_template, request.growth)
+    records = decode_prompts(decoder, loaded.tokenizer, conversations, encoded, request.seed, request.chat_template,
+                             on_tokens, on_prompt_done)
     # A dynamic run's trees are not the file's: its predictions are of another tree.
     tree = request.tree if request.growth is None else None
     figures = summarize(records, layout, (tree or {}).get("expected_tokens"), predictions(tree, request.parents))
     return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
+
+
+def decode_config(request: Request, loaded: Loaded) -> DecodeConfig:
+    """The loop's configuration of a checked request on the loaded pair."""
+    sampling = Sampling(request.temperature, request.top_p, verification(request.method))
+    return DecodeConfig(loaded.target, loaded.draft, request.parents, sampling, request.max_new_tokens,
+                        frozenset(eos_ids(loaded.target, loaded.tokenizer)), loaded.resolved.engine, request.growth)
 
 
 def run_facts(request: Request, resolved: Resolved) -> dict:
@@ -197,19 +194,13 @@ def run_facts(request: Request, resolved: Resolved) -> dict:
                 engine=resolved.engine)
 
 
-def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: int, layout: Layout,
-                  sampling: Sampling, max_new_tokens: int, seed: int,
-                  on_tokens: Callable[[list[int]], None] | None = None, expected: bool = False,
-                  engine: str = "eager", reuse: Result | None = None, extend: bool = False,
-                  growth: Growth | None = None) -> tuple[dict, Result]:
-    """One prompt's generation record (SPEC's generations format) and the engine's result (whose
-    caches a next prompt may `reuse`, and a conversation's next turn `extend`); `index` is its
-    place in the run, which picks its random stream. `expected` adds each step's expected tokens;
-    with `growth`, each step grows its own tree within `layout`."""
-    generator = prompt_generator(seed, index, input_device(target))
-    result = generate(target, draft if layout.depth else None, ids, layout, sampling, max_new_tokens,
-                      eos_ids(target, tokenizer), generator, on_tokens, expected, engine, reuse, extend=extend,
-                      growth=growth)
+def decode_prompt(decoder: Decoder, tokenizer, prompt: str, ids: list[int], generator,
+                  on_tokens: Callable[[list[int]], None] | None = None, extend: bool = False) -> dict:
+    """One prompt's generation record (the generations format), decoded with `generator`'s random
+    stream; with `extend`, a conversation's next turn on the entries its caches hold. A run that
+    records them adds each step's expected tokens (`expected`) and a dynamic tree's predicted ones
+    (`predicted`)."""
+    result = decoder.generate(ids, generator, on_tokens, extend)
     record = {
         "prompt": prompt, "output_ids": result.output_ids,
         "text": tokenizer.decode(result.output_ids, skip_special_tokens=True),
@@ -218,28 +209,28 @@ def decode_prompt(target, draft, tokenizer, prompt: str, ids: list[int], index: 
         "prompt_tokens": len(ids), "draft_forwards": result.draft_forwards,
         "undrafted_steps": result.undrafted_steps, "stopped_by": result.stopped_by,
     }
-    if expected:
+    if decoder.config.expected:
         record["expected"] = result.expected
-    return record, result
+    if decoder.config.growth:
+        record["predicted"] = result.predicted
+    return record
 
 
-def decode_prompts(target, draft, tokenizer, conversations: list[list[str]], encoded: list[list[int]],
-                   layout: Layout, sampling: Sampling, max_new_tokens: int, seed: int,
-                   on_tokens: Callable[[list[int]], None] | None = None,
-                   on_prompt_done: Callable[[], None] | None = None, engine: str = "eager",
-                   chat_template: bool = True, growth: Growth | None = None) -> list[dict]:
+def decode_prompts(decoder: Decoder, tokenizer, conversations: list[list[str]], encoded: list[list[int]], seed: int,
+                   chat_template: bool = True, on_tokens: Callable[[list[int]], None] | None = None,
+                   on_prompt_done: Callable[[], None] | None = None) -> list[dict]:
     """One record per turn, in order (a conversation's records numbered by `turn`); `encoded`
-    holds the first turns' checked token ids. The prompts share the engine's caches, and a
-    conversation's turns their entries: a later turn reads only what it adds."""
-    records, result = [], None
+    holds the first turns' checked token ids. The prompts share the decoder's caches, and a
+    conversation's turns their entries: a later turn reads only what it adds. A record's place in
+    the run picks its random stream."""
+    records = []
     for turns, ids in zip(conversations, encoded):
         answers = []
         for turn, text in enumerate(turns):
             if turn:
-                ids = next_turn_ids(tokenizer, turns, answers, result.tokens, chat_template)
-            record, result = decode_prompt(target, draft, tokenizer, text, ids, len(records), layout, sampling,
-                                           max_new_tokens, seed, on_tokens, engine=engine, reuse=result,
-                                           extend=turn > 0, growth=growth)
+                ids = next_turn_ids(tokenizer, turns, answers, decoder.caches.tokens, chat_template)
+            generator = prompt_generator(seed, len(records), input_device(decoder.config.target))
+            record = decode_prompt(decoder, tokenizer, text, ids, generator, on_tokens, extend=turn > 0)
             if len(turns) > 1:
                 record["turn"] = turn + 1
             records.append(record)
@@ -260,7 +251,7 @@ def predictions(tree: dict | None, parents: list[int]) -> dict:
     return out
 
 
-def summarize(records: list[dict], layout: Layout, expected_tokens: float | None,
+def summarize(records: list[dict], layout: Layout, tree_expected: float | None,
               predicted: dict | None = None) -> dict:
     """The run's figures: speed, forwards, and realized vs predicted tokens per step."""
     tokens = sum(len(r["output_ids"]) for r in records)
@@ -281,5 +272,5 @@ def summarize(records: list[dict], layout: Layout, expected_tokens: float | None
         "mean_accepted": tokens / steps if steps else 0.0,
         # Before the cut at EOS or the budget: the figure the predictions are set against.
         "mean_step_tokens": sum(r["step_tokens"] for r in records) / steps if steps else 0.0,
-        "expected_tokens": expected_tokens, **(predicted or {}), "tree_size": layout.size, "tree_depth": layout.depth,
+        "expected_tokens": tree_expected, **(predicted or {}), "tree_size": layout.size, "tree_depth": layout.depth,
     }

@@ -19,21 +19,15 @@ from dataclasses import dataclass
 import torch
 
 from sequoia_cli.acceptance import CALIBRATION_EDGES, LEVELS, acceptance_from_counts, calibration_from_counts
-from sequoia_cli.engine import (
-    Sampling,
-    check_seed,
-    context_length,
-    fit_vocab,
-    generate,
-    input_device,
-    prompt_generator,
-    tree_layout,
-)
+from sequoia_cli.decoder import DecodeConfig, Decoder
+from sequoia_cli.devices import context_length, input_device
 from sequoia_cli.errors import BadInput
+from sequoia_cli.kv import fit_vocab
 from sequoia_cli.loading import Limits, Loaded
 from sequoia_cli.models import encode_prompt, eos_ids
-from sequoia_cli.sampling import distribution, draw_children, sampling_setting, verify_node
-from sequoia_cli.schema import MAX_WIDTH
+from sequoia_cli.sampling import Asked, Sampling, distribution, draw_children, sampling_setting, verify_node
+from sequoia_cli.schema_rules import MAX_WIDTH
+from sequoia_cli.seeds import check_seed, prompt_generator
 
 
 @dataclass(frozen=True)
@@ -57,11 +51,10 @@ class Request:
         return len(range(part, len(self.records), parts))
 
 
-def prepare(records: list[dict], greedy: bool, temperature: float | None, top_p: float | None, width: int,
-            continuation_tokens: int, seed: int, chat_template: bool = True, use_reference: bool = False,
-            shard: str | None = None) -> Request:
+def prepare(records: list[dict], asked: Asked, width: int, continuation_tokens: int, seed: int,
+            chat_template: bool = True, use_reference: bool = False, shard: str | None = None) -> Request:
     """The checked request; `shard` is "I/N" (None: every prompt)."""
-    temperature, top_p = sampling_setting(greedy, temperature, top_p)
+    temperature, top_p = sampling_setting(asked)
     if not 1 <= width <= MAX_WIDTH:
         raise BadInput(f"width is {width}: draw 1 to {MAX_WIDTH} children", "width")
     if continuation_tokens < 1:
@@ -207,13 +200,12 @@ def measure_acceptance(target, draft, tokenizer, request: Request, on_prompt_don
     stop = eos_ids(target, tokenizer)
     outside = positions = 0
     ranks_by_prompt = {}
-    generated = None  # the last continuation's result, whose cache the next one reuses
+    # The target's own continuations, its cache reused from prompt to prompt.
+    generating = Decoder(DecodeConfig(target, None, [-1], sampling, continuation_tokens, frozenset(stop), engine))
     for index, (prompt_ids, continuation) in fitted.items():
         generator = prompt_generator(seed, index, input_device(target))
         if continuation is None:
-            generated = generate(target, None, prompt_ids, tree_layout([-1], input_device(target)), sampling,
-                                 continuation_tokens, stop, generator, engine=engine, reuse=generated)
-            continuation = generated.output_ids
+            continuation = generating.generate(prompt_ids, generator).output_ids
         ids = prompt_ids + continuation
         draft_logits = _logits(draft, ids, len(prompt_ids), vocab)
         verified = verify_positions(_logits(target, ids, len(prompt_ids), vocab), draft_logits, sampling, width,

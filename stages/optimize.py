@@ -1,6 +1,8 @@
 """optimize: the tree size and depth with the best predicted speed on the profiled machine, by
 the cost model of `sequoia_cli.cost`."""
 
+from typing import NamedTuple
+
 import numpy as np
 
 from sequoia_cli.acceptance import plan_by_levels
@@ -11,6 +13,22 @@ from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, depth_bound, depths, expected_tokens, level_summary, tree_table
 
 METHODS = ("sequoia", "dynamic")
+
+
+class Searched(NamedTuple):
+    """The DP's best candidate for some acceptance rows (its tree first, as `plan_by_levels`
+    reads it), and every candidate weighed."""
+
+    parents: list[int]
+    candidates: list[dict]
+
+
+class Picked(NamedTuple):
+    """The planned tree, every candidate weighed, and the acceptance rows the tree meets."""
+
+    parents: list[int]
+    candidates: list[dict]
+    rows: list
 
 
 def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_depth: int | None = None,
@@ -44,13 +62,14 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
                        f" run profile-hw with max_tokens {max_size}", "max_size", "max_tokens")
     max_depth = depth_bound(max_size, max_depth)
 
-    def pick(draft: dict | None) -> tuple:
-        """((the best tree, every candidate), the rows it meets), the draft's forwards priced by `draft`."""
-        return plan_by_levels(
+    def pick(draft: dict | None) -> Picked:
+        """The plan with the draft's forwards priced by `draft` (None: free)."""
+        searched, rows = plan_by_levels(
             acceptance, positional, lambda planned: _search(planned, max_size, max_depth, target_ms, draft),
             lambda tree, met: expected_tokens(tree, met) / step_ms(tree, target_ms, draft, met))
+        return Picked(searched.parents, searched.candidates, rows)
 
-    (parents, candidates), rows = pick(draft_ms)
+    parents, candidates, rows = pick(draft_ms)
     # The chosen tree priced with the rows it meets: its candidate's figures once planning settled.
     expected, cost = expected_tokens(parents, rows), step_ms(parents, target_ms, draft_ms, rows)
     plan = {
@@ -65,13 +84,13 @@ def optimize(acceptance: dict, profile: dict, max_size: int | None = None, max_d
     }
     tree = tree_artifact(parents, acceptance, expected, positional, plan, rows)
     if method == "dynamic":
-        (caps, _), _ = pick(None)
+        caps = pick(None).parents
         tree["dynamic"] = plan_growth([caps, parents], acceptance, target_ms, draft_ms, plan["ms_per_token"])
     return tree
 
 
-def _search(planned, max_size: int, max_depth: int, target_ms: dict, draft_ms: dict | None) -> tuple[list[int], list]:
-    """(the tree of the best candidate, every candidate) for the acceptance rows `planned`."""
+def _search(planned, max_size: int, max_depth: int, target_ms: dict, draft_ms: dict | None) -> Searched:
+    """The best candidate's tree and every candidate for the acceptance rows `planned`."""
     table = tree_table(planned, max_size, max_depth)
     candidates, bounds, memo = [], {}, {}
     for size in range(1, max_size + 1):
@@ -95,4 +114,4 @@ def _search(planned, max_size: int, max_depth: int, target_ms: dict, draft_ms: d
                 "speedup": expected * target_ms[1] / cost,
             })
     best = max(candidates, key=lambda c: c["speedup"])
-    return best_tree(table, best["size"], bounds[best["size"], best["depth"]]), candidates
+    return Searched(best_tree(table, best["size"], bounds[best["size"], best["depth"]]), candidates)

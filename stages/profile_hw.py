@@ -20,22 +20,37 @@ count where that stays within the spread.
 """
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sequoia_cli.artifacts import profile_artifact
-from sequoia_cli.engine import causal, check_seed, input_device, sync
-from sequoia_cli.engine import context_length as model_context
+from sequoia_cli.devices import context_length as model_context
+from sequoia_cli.devices import input_device, sync
 from sequoia_cli.errors import BadInput
-from sequoia_cli.kv import engine_of, forward, keep, new_cache
+from sequoia_cli.kv import causal, engine_of, forward, keep, new_cache
 from sequoia_cli.loading import Loaded
+from sequoia_cli.seeds import check_seed
 
 # Each timing is the fastest of this many forwards back to back: whatever else the machine does
 # only ever slows a forward down.
 BURST = 3
 # Rounds whose target t(1) differ by more than this caught the machine in more than one state.
 STEADY = 0.15
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What a profile times: each count of `token_counts(max_tokens)`, on a cache of
+    `context_length` random tokens, in `repeats` interleaved rounds after `warmup` untimed
+    forwards per (model, count), its random tokens drawn from `seed`."""
+
+    max_tokens: int
+    context_length: int
+    repeats: int
+    warmup: int = 1
+    seed: int = 0
 
 
 def token_counts(max_tokens: int) -> list[int]:
@@ -52,20 +67,20 @@ def token_counts(max_tokens: int) -> list[int]:
     return counts
 
 
-def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: int, context_length: int,
-               repeats: int, warmup: int, seed: int = 0, on_round_done=None, setups: dict | None = None,
-               engine: str = "eager") -> dict:
+def profile_hw(models: dict[str, tuple[str, object]], dtype: str, timing: Timing, on_round_done=None,
+               setups: dict | None = None, engine: str = "eager") -> dict:
     """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
-    target first) at the counts of `token_counts(max_tokens)` in `repeats` interleaved rounds,
-    after `warmup` untimed forwards per (model, count), with the forwards of `engine` (kv.py; a
-    placed model runs eager); `setups` ({role: setup}) are recorded beside each model's times."""
-    counts = check_request(models, max_tokens, context_length, repeats, warmup, seed)
-    timers = {role: forward_timer(model, context_length, counts, seed, engine) for role, (_, model) in models.items()}
+    target first) as `timing` says, with the forwards of `engine` (kv.py; a placed model runs
+    eager); `setups` ({role: setup}) are recorded beside each model's times."""
+    counts = check_request(models, timing)
+    timers = {role: forward_timer(model, timing.context_length, counts, timing.seed, engine)
+              for role, (_, model) in models.items()}
     for timer in timers.values():
         for count in counts:
-            for _ in range(warmup):
+            for _ in range(timing.warmup):
                 timer(count)
-    rounds = time_rounds(lambda role, count: timers[role](count), list(models), counts, repeats, on_round_done)
+    rounds = time_rounds(lambda role, count: timers[role](count), list(models), counts, timing.repeats,
+                         on_round_done)
     table = curves(rounds, list(models), counts)
     sections = {role: {"model": name, **table[role]} for role, (name, _) in models.items()}
     for role, setup in (setups or {}).items():
@@ -74,22 +89,21 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, max_tokens: in
     device = input_device(models["target"][1])
     target_t1 = [one_round["target", 1] for one_round in rounds]
     engine = engine_of(models["target"][1], engine)
-    return profile_artifact(machine_facts(device, dtype, engine), context_length, repeats, warmup, sections,
-                            burst=BURST, target_t1_by_round=target_t1, steady=steady(target_t1))
+    return profile_artifact(machine_facts(device, dtype, engine), timing.context_length, timing.repeats,
+                            timing.warmup, sections, burst=BURST, target_t1_by_round=target_t1,
+                            steady=steady(target_t1))
 
 
-def profile(loaded: Loaded, max_tokens: int, context_length: int, repeats: int, warmup: int, seed: int = 0,
-            progress=None) -> dict:
+def profile(loaded: Loaded, timing: Timing, progress=None) -> dict:
     """The profile artifact of the loaded models (the draft too where one is loaded), with their
     names and setups; `progress(description, total)` returns a callable to advance by a round."""
     resolved = loaded.resolved
     models = {"target": (resolved.target_name, loaded.target)}
     if loaded.draft is not None:
         models["draft"] = (resolved.draft_name, loaded.draft)
-    check_request(models, max_tokens, context_length, repeats, warmup, seed)
-    on_round_done = progress("timing", repeats) if progress else None
-    return profile_hw(models, resolved.dtype, max_tokens, context_length, repeats, warmup, seed, on_round_done,
-                      resolved.setups, resolved.engine)
+    check_request(models, timing)
+    on_round_done = progress("timing", timing.repeats) if progress else None
+    return profile_hw(models, resolved.dtype, timing, on_round_done, resolved.setups, resolved.engine)
 
 
 def steady(target_t1_by_round: list[float]) -> bool:
@@ -97,21 +111,20 @@ def steady(target_t1_by_round: list[float]) -> bool:
     return max(target_t1_by_round) <= (1.0 + STEADY) * min(target_t1_by_round)
 
 
-def check_settings(max_tokens: int, context_length: int, repeats: int, warmup: int, seed: int) -> list[int]:
+def check_settings(timing: Timing) -> list[int]:
     """The token counts to time; settings no model could serve are an error before any loads."""
-    if repeats < 1 or warmup < 0 or context_length < 0:
+    if timing.repeats < 1 or timing.warmup < 0 or timing.context_length < 0:
         raise BadInput("repeats must be >= 1, warmup and context_length >= 0", "repeats", "warmup", "context_length")
-    check_seed(seed)
-    return token_counts(max_tokens)
+    check_seed(timing.seed)
+    return token_counts(timing.max_tokens)
 
 
-def check_request(models: dict[str, tuple[str, object]], max_tokens: int, context_length: int, repeats: int,
-                  warmup: int, seed: int) -> list[int]:
+def check_request(models: dict[str, tuple[str, object]], timing: Timing) -> list[int]:
     """The token counts to time, checked against the models' context before any timing starts."""
-    counts = check_settings(max_tokens, context_length, repeats, warmup, seed)
+    counts = check_settings(timing)
     limit = min(model_context(model) for _, model in models.values())
-    if context_length + max_tokens > limit:
-        raise BadInput(f"context_length {context_length} + max_tokens {max_tokens} is past the models'"
+    if timing.context_length + timing.max_tokens > limit:
+        raise BadInput(f"context_length {timing.context_length} + max_tokens {timing.max_tokens} is past the models'"
                        f" context of {limit}", "context_length", "max_tokens")
     return counts
 

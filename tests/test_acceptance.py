@@ -4,15 +4,23 @@ and optimize plan with the rows their tree meets."""
 import numpy as np
 import pytest
 import torch
+from sequoia_cli.stages.build_tree import build_tree
+from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
+from sequoia_cli.stages.optimize import optimize
 
-from sequoia_cli.acceptance import acceptance_from_counts, level_counts, plan_by_levels, replayed, rows_met, walk
-from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
+from sequoia_cli.acceptance import (
+    acceptance_from_counts,
+    decode_steps,
+    level_counts,
+    plan_by_levels,
+    replayed,
+    rows_met,
+)
 from sequoia_cli.models import encode_prompt, eos_ids
-from sequoia_cli.tree import best_tree, expected_tokens, tree_table
-from stages.build_tree import build_tree
-from stages.measure_acceptance import Request, measure_acceptance
-from stages.optimize import optimize
-from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.seeds import prompt_generator
+from sequoia_cli.tree import best_tree, chain_parents, expected_tokens, tree_table
+from tests.tiny import decoder, noisy_copy, tiny_model, tiny_tokenizer
 
 TWO_LEVELS = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 10, 3), 10, 3)
 
@@ -20,10 +28,10 @@ TWO_LEVELS = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 10, 3), 10, 3)
 def test_walk_by_hand():
     # A chain of 2: accept, accept (leaf: the target's token at position 2 ends the step), then
     # rank 2 (no such child), none, and rank 1 as the continuation ends.
-    assert walk([-1, 0, 1], [1, 1, 1, 2, 0, 1]) == [([1, 1], 2), ([2], 0), ([0], 0), ([1], 1)]
+    assert decode_steps([-1, 0, 1], [1, 1, 1, 2, 0, 1]) == [([1, 1], 2), ([2], 0), ([0], 0), ([1], 1)]
     assert level_counts([-1, 0, 1], [[1, 1, 1, 2, 0, 1]], 2) == [[1, 2, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]]
     # A root with two children, the second with one: rank 2 then 1 is accepted twice.
-    assert walk([-1, 0, 0, 2], [2, 1, 5, 1]) == [([2, 1], 2), ([1], 1)]
+    assert decode_steps([-1, 0, 0, 2], [2, 1, 5, 1]) == [([2, 1], 2), ([1], 1)]
     # Replayed: the steps starting at 0, 3 and 4 fit (start + depth 2 <= 6), the one at 5 does not.
     assert replayed([-1, 0, 1], [1, 1, 1, 2, 0, 1]) == (3 + 1 + 1, 3)
     assert replayed([-1], [1, 0, 2]) == (3, 3)
@@ -44,9 +52,10 @@ def test_the_walk_takes_the_steps_greedy_decode_takes(parents):
     checked = 0
     for index, text in enumerate(["abc", "hello"]):
         ids = encode_prompt(tokenizer, text, False)
-        result = generate(target, draft, ids, tree_layout(parents), Sampling(), tokens, eos_ids(target, tokenizer),
-                          prompt_generator(0, index, torch.device("cpu")))
-        steps = [accepted + 1 for _, accepted in walk(parents, measured["ranks"][str(index)])]
+        stop = frozenset(eos_ids(target, tokenizer))
+        result = decoder(target, draft, parents, Sampling(), tokens, eos_ids=stop).generate(
+            ids, prompt_generator(0, index, torch.device("cpu")))
+        steps = [accepted + 1 for _, accepted in decode_steps(parents, measured["ranks"][str(index)])]
         assert len(steps) == len(result.accepted) and steps[:-1] == result.accepted[:-1]
         checked += len(steps) - 1
         tokens_replayed, steps_replayed = replayed(parents, measured["ranks"][str(index)])
@@ -76,7 +85,7 @@ def markov_acceptance() -> dict:
 
 
 def realized(parents: list[int], acceptance: dict) -> float:
-    steps = [accepted + 1 for row in acceptance["ranks"].values() for _, accepted in walk(parents, row)]
+    steps = [accepted + 1 for row in acceptance["ranks"].values() for _, accepted in decode_steps(parents, row)]
     return sum(steps) / len(steps)
 
 

@@ -10,13 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sequoia_cli.stages import bench
+from sequoia_cli.stages.bench import (
+    dynamic_trees,
+    hardware,
+    harness,
+    offload,
+    shared,
+    spec_bench,
+    stats,
+    step_counts,
+    timing,
+)
 
 from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import Loaded, Resolved
 from sequoia_cli.prompts import DATA_DIR, SPEC_BENCH_SUBTASKS
 from sequoia_cli.tree import check_parents, depths, level_widths
-from stages import bench
-from stages.bench import dynamic_trees, hardware, harness, offload, shared, spec_bench, stats, step_counts, timing
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import noisy_copy, tiny_model, tiny_tokenizer
 
@@ -326,7 +336,7 @@ def test_resume_runs_only_the_missing_cells(whole_run, tiny_pair, tmp_path, monk
     (tmp_path / bench.CELLS_FILE).write_text("\n".join(keep) + "\n")
     decoded = []
     real = harness.decode_prompt
-    monkeypatch.setattr(harness, "decode_prompt", lambda *a, **k: decoded.append(a[5]) or real(*a, **k))
+    monkeypatch.setattr(harness, "decode_prompt", lambda *a, **k: decoded.append(a[3]) or real(*a, **k))
     run_tiny(tiny_pair, tmp_path, TINY, resume=True)
     ours = [m for m in timing.wall_methods("sampled", TINY) if not m.startswith("HF")]  # HF's: not through us
     assert len(decoded) == len(ours) * TINY.prompts

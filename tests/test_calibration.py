@@ -10,14 +10,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sequoia_cli.stages.measure_acceptance import Request, Verified, calibration_counts, measure_acceptance
+from sequoia_cli.stages.merge_acceptance import merge_acceptance
 
-from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates, merged_calibration
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, merged_calibration
 from sequoia_cli.artifacts import check_acceptance
-from sequoia_cli.dynamic import Growth, calibrated
-from sequoia_cli.engine import Sampling
+from sequoia_cli.dynamic import Growth, calibrated, filled_rates
 from sequoia_cli.errors import BadInput
-from stages.measure_acceptance import Request, Verified, calibration_counts, measure_acceptance
-from stages.merge_acceptance import merge_acceptance
+from sequoia_cli.sampling import Sampling
 from tests.tiny import tiny_model, tiny_tokenizer
 
 EDGES = torch.tensor(CALIBRATION_EDGES, dtype=torch.float64)

@@ -6,11 +6,12 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from sequoia_cli.engine import Sampling, causal, chain_parents, generate, tree_layout
-from sequoia_cli.kv import forward, new_cache
-from sequoia_cli.tree import best_tree, tree_table
+from sequoia_cli.kv import causal, forward, new_cache
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.tree import best_tree, chain_parents, tree_table
 from tests.conftest import assert_one_line_error, sequoia
-from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, tiny_model
+from tests.tiny import FAMILIES, TEST_DEVICE, decoder, noisy_copy, tiny_model
 
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
 TREES = {"single": [-1], "chain": chain_parents(5), "star": [-1] + [0] * 7, "dp": DP_TREE}
@@ -66,14 +67,13 @@ def reference_greedy(model, ids: list[int], new: int, eos=None) -> list[int]:
 def test_greedy_is_token_identical_to_generate(family, tree, engine):
     target = tiny_model(family, seed=1)
     draft = noisy_copy(target, 0.5)
-    layout = tree_layout(TREES.get(tree) or best_tree(tree_table([0.8, 0.3, 0.1], 40, 8), 40, 8), TEST_DEVICE)
+    parents = TREES.get(tree) or best_tree(tree_table([0.8, 0.3, 0.1], 40, 8), 40, 8)
     kind, on_device = ENGINES[engine]
-    result = None
+    # Later prompts reuse the first one's caches, as a run's prompts do.
+    decoding = decoder(target, draft, parents, Sampling(), 30, engine=kind, walk_on_device=on_device)
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
-        # Later prompts reuse the first one's caches, as a run's prompts do.
-        result = generate(target, draft, ids, layout, Sampling(), 30, set(), torch.Generator(device=TEST_DEVICE),
-                          engine=kind, reuse=result, walk_on_device=on_device)
+        result = decoding.generate(ids, torch.Generator(device=TEST_DEVICE))
         assert result.output_ids == reference_greedy(target, ids, 30)
         assert sum(result.accepted) == 30
 
@@ -85,8 +85,8 @@ def test_greedy_stops_at_eos_like_generate():
     eos = free_run[17]  # a token the target emits mid-way
     expected = reference_greedy(target, ids, 40, eos=eos)
     assert expected[-1] == eos and len(expected) < 40
-    result = generate(target, noisy_copy(target, 0.3), ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 40,
-                      {eos}, torch.Generator(device=TEST_DEVICE))
+    result = decoder(target, noisy_copy(target, 0.3), DP_TREE, Sampling(), 40, eos_ids=frozenset({eos})).generate(
+        ids, torch.Generator(device=TEST_DEVICE))
     assert result.output_ids == expected and result.stopped_by == "eos"
 
 
@@ -98,8 +98,8 @@ def test_greedy_stops_at_the_end_of_the_context_like_generate(family, engine):
     target = tiny_model(family, seed=1, context=48)
     ids = prompt(30, 4)
     kind, on_device = ENGINES[engine]
-    result = generate(target, noisy_copy(target, 0.2), ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 100,
-                      set(), torch.Generator(device=TEST_DEVICE), engine=kind, walk_on_device=on_device)
+    result = decoder(target, noisy_copy(target, 0.2), DP_TREE, Sampling(), 100, engine=kind,
+                     walk_on_device=on_device).generate(ids, torch.Generator(device=TEST_DEVICE))
     assert result.stopped_by == "context"
     assert len(ids) + len(result.output_ids) == 48
     assert result.output_ids == reference_greedy(target, ids, 48 - len(ids))
@@ -110,16 +110,16 @@ def test_a_whole_chain_accepted_at_the_end_of_the_context_stops_there():
     for a chain of 4, whose 5 tokens would pass the 48-token context by one."""
     target = tiny_model("llama", seed=4, context=48)
     ids = prompt(29, 0)
-    result = generate(target, target, ids, tree_layout(chain_parents(4), TEST_DEVICE), Sampling(), 100, set(),
-                      torch.Generator(device=TEST_DEVICE))
+    result = decoder(target, target, chain_parents(4), Sampling(), 100).generate(ids,
+                                                                                 torch.Generator(device=TEST_DEVICE))
     assert result.accepted[:4] == [5, 5, 5, 4] and result.stopped_by == "context"
     assert result.output_ids == reference_greedy(target, ids, 48 - 29)
 
 
 def test_draft_equal_to_target_accepts_whole_chains():
     target = tiny_model("llama", seed=4)
-    result = generate(target, target, prompt(6, 0), tree_layout(chain_parents(4), TEST_DEVICE), Sampling(), 25,
-                      set(), torch.Generator(device=TEST_DEVICE))
+    result = decoder(target, target, chain_parents(4), Sampling(), 25).generate(prompt(6, 0),
+                                                                                torch.Generator(device=TEST_DEVICE))
     assert result.accepted == [5, 5, 5, 5, 5]
 
 
@@ -131,11 +131,11 @@ def test_caches_hold_exactly_the_accepted_tokens(method, engine):
     ids = prompt(6, 5)
     sampling = Sampling(temperature=1.0, top_p=0.95, method=method)
     kind, on_device = ENGINES[engine]
-    result = generate(target, draft, ids, tree_layout(DP_TREE, TEST_DEVICE), sampling, 60, set(),
-                      torch.Generator(device=TEST_DEVICE).manual_seed(0), engine=kind, walk_on_device=on_device)
+    decoding = decoder(target, draft, DP_TREE, sampling, 60, engine=kind, walk_on_device=on_device)
+    result = decoding.generate(ids, torch.Generator(device=TEST_DEVICE).manual_seed(0))
     text = ids + result.output_ids
-    assert result.target_cache.length == len(text) - 1
-    for model, cache in ((target, result.target_cache), (draft, result.draft_cache)):
+    assert decoding.caches.target.length == len(text) - 1
+    for model, cache in ((target, decoding.caches.target), (draft, decoding.caches.draft)):
         cached = cache.length
         rest = text[cached:]
         with torch.inference_mode():
@@ -179,14 +179,12 @@ def assert_first_two_tokens_follow(target, draft, parents, method, runs: int = 1
     vocab = target.get_output_embeddings().weight.shape[0]
     ids, temperature, top_p = [1, 4, 2], 0.5, 0.9
     exact = exact_two_token_distribution(target, ids, temperature, top_p).cpu()  # counted on the host
-    layout = tree_layout(parents, TEST_DEVICE)
+    decoding = decoder(target, draft, parents, Sampling(temperature, top_p, method), 2, engine=engine[0],
+                       walk_on_device=engine[1], growth=growth)
     counts = torch.zeros(vocab * vocab)
     generator = torch.Generator(device=TEST_DEVICE).manual_seed(11)
-    result = None
     for _ in range(runs):
-        result = generate(target, draft, ids, layout, Sampling(temperature, top_p, method), 2, set(), generator,
-                          engine=engine[0], reuse=result, walk_on_device=engine[1], growth=growth)
-        out = result.output_ids
+        out = decoding.generate(ids, generator).output_ids
         counts[out[0] * vocab + out[1]] += 1
     assert counts[exact == 0].sum() == 0, "drew a pair the target cannot produce"
     expected = exact * runs
@@ -266,8 +264,8 @@ def test_decode_bad_inputs(pair, tmp_path):
 
 
 def test_a_model_that_ignores_the_tree_mask_is_refused():
-    from sequoia_cli.engine import check_tree_attention
     from sequoia_cli.errors import BadInput
+    from sequoia_cli.kv import check_tree_attention
 
     model = tiny_model("llama", seed=5)
     check_tree_attention(model, "tiny llama")
@@ -281,10 +279,10 @@ def test_a_model_that_ignores_the_tree_mask_is_refused():
 def test_a_conversation_decodes_turn_by_turn_as_the_targets_own_greedy(pair, engine):
     """Each later turn reads the earlier turns and the model's own answers from the caches, and
     its greedy answer is the target's own `generate` on the same conversation's ids."""
+    from sequoia_cli.stages.decode import decode_prompts
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sequoia_cli.models import next_turn_ids
-    from stages.decode import decode_prompts
+    from sequoia_cli.models import eos_ids, next_turn_ids
 
     draft_folder, target_folder = pair
     target = AutoModelForCausalLM.from_pretrained(target_folder, dtype=torch.float32).to(TEST_DEVICE)
@@ -292,9 +290,9 @@ def test_a_conversation_decodes_turn_by_turn_as_the_targets_own_greedy(pair, eng
     tokenizer = AutoTokenizer.from_pretrained(target_folder)
     turns = ["abc", "and then?", "once more"]
     first = tokenizer(turns[0])["input_ids"]
-    layout = tree_layout(DP_TREE, TEST_DEVICE)
-    records = decode_prompts(target, draft, tokenizer, [turns], [first], layout, Sampling(), 12, 0,
-                             engine=engine, chat_template=False)
+    stop = frozenset(eos_ids(target, tokenizer))
+    decoding = decoder(target, draft, DP_TREE, Sampling(), 12, eos_ids=stop, engine=engine)
+    records = decode_prompts(decoding, tokenizer, [turns], [first], 0, chat_template=False)
     assert [r["turn"] for r in records] == [1, 2, 3] and [r["prompt"] for r in records] == turns
     held, answers = [], []
     for turn, record in enumerate(records):

@@ -9,15 +9,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sequoia_cli.stages.optimize import optimize
 
 from sequoia_cli import dynamic
-from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates
-from sequoia_cli.engine import Sampling, generate, tree_layout
-from sequoia_cli.sampling import verify_node
-from stages.optimize import optimize
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts
+from sequoia_cli.dynamic import filled_rates
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling, verify_node
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import assert_first_two_tokens_follow, prompt, reference_greedy
-from tests.tiny import FAMILIES, TEST_DEVICE, noisy_copy, save_tiny_pair, tiny_model
+from tests.tiny import FAMILIES, TEST_DEVICE, decoder, noisy_copy, save_tiny_pair, tiny_model
 
 # A calibration whose acceptance changes sharply where tiny models' probabilities lie (0.005 to
 # 0.2), with two bins without data.
@@ -122,7 +123,7 @@ def grown_sizes(monkeypatch) -> list[tuple[int, int]]:
         grown = real(*args)
         seen.append((len(grown.parents), tree_layout(grown.parents).depth))
         return grown
-    monkeypatch.setattr("sequoia_cli.engine.grow", recording)
+    monkeypatch.setattr("sequoia_cli.decoder.grow", recording)
     return seen
 
 
@@ -131,21 +132,19 @@ def test_greedy_dynamic_decode_is_token_identical_to_generate_up_to_the_end_of_t
                                                                                            monkeypatch):
     target = tiny_model(family, seed=1, context=96)
     draft = noisy_copy(target, 0.4)
-    layout = tree_layout(dynamic.budget_parents(GROWTH), TEST_DEVICE)
+    decoding = decoder(target, draft, dynamic.budget_parents(GROWTH), Sampling(), 200, engine=engine, growth=GROWTH)
     sizes = grown_sizes(monkeypatch)
-    result = None
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
-        result = generate(target, draft, ids, layout, Sampling(), 200, set(), torch.Generator(device=TEST_DEVICE),
-                          engine=engine, reuse=result, growth=GROWTH)
+        result = decoding.generate(ids, torch.Generator(device=TEST_DEVICE))
         assert result.stopped_by == "context" and len(ids) + len(result.output_ids) == 96
         assert result.output_ids == reference_greedy(target, ids, 96 - len(ids))
     assert len(set(sizes)) > 2  # the trees differ from step to step, in size and depth
     assert len({depth for _, depth in sizes}) > 1
     if engine == "static":  # the forwards keep their shapes: a level at its cap, a tree at the budget
-        assert set(result.target_cache.replays) == {(1, 1), (GROWTH.budget, GROWTH.budget)}
-        assert set(result.draft_cache.replays) <= {(1, 1), (2, 1), *((w, w) for w in GROWTH.widths)}
-        assert (GROWTH.widths[0], GROWTH.widths[0]) in result.draft_cache.replays
+        assert set(decoding.caches.target.replays) == {(1, 1), (GROWTH.budget, GROWTH.budget)}
+        assert set(decoding.caches.draft.replays) <= {(1, 1), (2, 1), *((w, w) for w in GROWTH.widths)}
+        assert (GROWTH.widths[0], GROWTH.widths[0]) in decoding.caches.draft.replays
 
 
 def cached_keys(cache) -> torch.Tensor:
@@ -163,10 +162,10 @@ def test_dynamic_steps_leave_each_cache_as_reading_the_sequence_would(engine):
     target = tiny_model("llama", seed=1, context=96)
     draft = noisy_copy(target, 0.4)
     ids = prompt(7, 0)
-    result = generate(target, draft, ids, tree_layout(dynamic.budget_parents(growth), TEST_DEVICE), Sampling(), 40,
-                      set(), torch.Generator(device=TEST_DEVICE), engine=engine, growth=growth)
+    decoding = decoder(target, draft, dynamic.budget_parents(growth), Sampling(), 40, engine=engine, growth=growth)
+    result = decoding.generate(ids, torch.Generator(device=TEST_DEVICE))
     assert max(result.step_tokens) > 2  # some steps accepted nodes below a padded level
-    for model, cache in ((draft, result.draft_cache), (target, result.target_cache)):
+    for model, cache in ((draft, decoding.caches.draft), (target, decoding.caches.target)):
         whole = model(torch.tensor([result.tokens[:cache.length]], device=TEST_DEVICE), use_cache=True)
         reread = whole.past_key_values.layers[-1].keys[0].float()
         torch.testing.assert_close(cached_keys(cache), reread, atol=1e-4, rtol=1e-4)

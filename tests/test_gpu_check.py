@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from sequoia_cli.stages.gpu_check import PAIRS, shape, shrunk
+from sequoia_cli.stages.gpu_check.report import report_markdown
+from sequoia_cli.stages.optimize import optimize
 
 from sequoia_cli.artifacts import read_acceptance, read_profile, timings
 from sequoia_cli.pairs import configs_dir, pair_names
-from stages.bench.gpu_check import PAIRS, shape, shrunk
-from stages.bench.gpu_report import report_markdown
-from stages.optimize import optimize
 from tests.conftest import assert_one_line_error, sequoia
 
 ROOT = Path(__file__).resolve().parent.parent

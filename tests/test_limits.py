@@ -8,11 +8,11 @@ import random
 import shutil
 
 import pytest
+from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
 
 from sequoia_cli import models
-from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.measure_acceptance import Request, measure_acceptance
+from sequoia_cli.sampling import Sampling
 from tests.conftest import assert_one_line_error, sequoia
 from tests.tiny import tiny_model, tiny_tokenizer
 

@@ -5,14 +5,14 @@ import os
 
 import pytest
 import torch
+from sequoia_cli.stages.measure_acceptance import LEVELS, Request, measure_acceptance, run_lengths, verify_positions
+from sequoia_cli.stages.merge_acceptance import merge_acceptance
+from sequoia_cli.stages.profile_hw import token_counts
 
 from sequoia_cli.acceptance import calibration_from_counts
 from sequoia_cli.artifacts import check_acceptance, check_profile
-from sequoia_cli.engine import Sampling
 from sequoia_cli.errors import BadInput
-from stages.measure_acceptance import LEVELS, Request, measure_acceptance, run_lengths, verify_positions
-from stages.merge_acceptance import merge_acceptance
-from stages.profile_hw import token_counts
+from sequoia_cli.sampling import Sampling
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_verifier import draws
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -292,7 +292,7 @@ def test_profile_and_measure_bad_inputs(pair, tmp_path):
 
 @pytest.mark.parametrize("text", ["0/" + "9" * 5000, "1/" + "1" * 19, "٠/٢", "2/2", "a/b", "1"])
 def test_a_shard_that_is_not_i_of_n_is_one_line(text):
-    from stages.measure_acceptance import shard_of
+    from sequoia_cli.stages.measure_acceptance import shard_of
 
     with pytest.raises(BadInput, match="give I/N"):
         shard_of(text)

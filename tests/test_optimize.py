@@ -3,13 +3,13 @@
 import math
 
 import pytest
+from sequoia_cli.stages.optimize import optimize
 
 from sequoia_cli import artifacts
 from sequoia_cli.acceptance import planning_acceptance
 from sequoia_cli.cost import interpolate, predicted_speedup, step_ms
 from sequoia_cli.errors import BadInput
 from sequoia_cli.tree import best_tree, expected_tokens, level_widths, max_nodes, tree_table
-from stages.optimize import optimize
 
 COUNTS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 

@@ -7,10 +7,12 @@ import json
 import pytest
 import torch
 
-from sequoia_cli.engine import Sampling, generate, input_device, tree_layout
+from sequoia_cli.devices import input_device
 from sequoia_cli.models import load_model, placement_of
+from sequoia_cli.sampling import Sampling
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
+from tests.tiny import decoder
 
 DP_TREE = best_tree(tree_table([0.5, 0.2, 0.1, 0.05], 16, 5), 16, 5)
 SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
@@ -41,7 +43,7 @@ def test_greedy_with_a_placed_target_is_token_identical_to_the_whole_target(pair
         ids = torch.randint(3, 60, (6 + seed,), generator=torch.Generator().manual_seed(seed)).tolist()
         reference = whole.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=20, pad_token_id=0,
                                    eos_token_id=None)[0, len(ids):].tolist()
-        result = generate(placed, draft, ids, tree_layout(tree), Sampling(), 20, set(), torch.Generator())
+        result = decoder(placed, draft, tree, Sampling(), 20).generate(ids, torch.Generator())
         assert result.output_ids == reference
 
 

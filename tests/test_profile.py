@@ -4,10 +4,10 @@ the monotone fix keeps what the data show beyond their spread."""
 
 import numpy as np
 import pytest
+from sequoia_cli.stages.profile_hw import Timing, curves, monotone, profile_hw, steady, time_rounds
 
 from sequoia_cli import render
 from sequoia_cli.artifacts import check_profile
-from stages.profile_hw import curves, monotone, profile_hw, steady, time_rounds
 from tests.tiny import tiny_model
 
 TARGET = {1: 100.0, 2: 104.0, 4: 110.0, 8: 150.0, 16: 230.0}
@@ -86,7 +86,7 @@ def test_monotone_pools_dips_within_the_spread_and_keeps_real_ones():
 def test_profile_of_tiny_models_records_its_rounds_and_spread():
     target, draft = tiny_model("qwen2", seed=1), tiny_model("qwen2", seed=2)
     done = []
-    profile = profile_hw({"target": ("t", target), "draft": ("d", draft)}, "float32", 4, 8, 3, 1,
+    profile = profile_hw({"target": ("t", target), "draft": ("d", draft)}, "float32", Timing(4, 8, 3, 1),
                          on_round_done=lambda: done.append(1))
     check_profile("profile.json", profile)
     assert len(done) == 3 and len(profile["target_t1_by_round"]) == 3

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from sequoia_cli.engine import Sampling, _draft_tree, generate, tree_layout
+from sequoia_cli.decoder import draft_tree
 from sequoia_cli.errors import BadInput
 from sequoia_cli.kv import new_cache
+from sequoia_cli.layout import tree_layout
 from sequoia_cli.quantize import (
     INT4_GROUP,
     INT4_TILES,
@@ -28,10 +29,11 @@ from sequoia_cli.quantize import (
     quantize_linears,
     set_up,
 )
+from sequoia_cli.sampling import Sampling
 from sequoia_cli.tree import best_tree, tree_table
 from tests.conftest import assert_one_line_error, sequoia
 from tests.test_decode import TWO_LEVELS, assert_first_two_tokens_follow, prompt, reference_greedy
-from tests.tiny import TEST_DEVICE, noisy_copy, tiny_model, tiny_tokenizer
+from tests.tiny import TEST_DEVICE, decoder, noisy_copy, tiny_model, tiny_tokenizer
 
 PACKS = pytest.mark.skipif(TEST_DEVICE.type != "cpu" or not (torch.backends.mkldnn.is_available()
                                                             and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
@@ -146,9 +148,9 @@ def test_a_sub_vocabulary_draft_never_proposes_another_id():
     for temperature, method in ((1.0, "sequoia"), (1.5, "specinfer"), (1.0, "topk"), (0.0, "sequoia")):
         for seed in range(5):
             pending = torch.tensor(prompt(6, seed, 60), device=TEST_DEVICE)
-            tokens, _, alive = _draft_tree(new_cache(draft, "eager", 64), pending, layout,
-                                           Sampling(temperature, 1.0, method), 60, generator)
-            assert all(int(t) % 3 == 0 for t in tokens[1:][alive[1:]])
+            drafted = draft_tree(new_cache(draft, "eager", 64), pending, layout, Sampling(temperature, 1.0, method),
+                                 60, generator)
+            assert all(int(t) % 3 == 0 for t in drafted.tokens[1:][drafted.alive[1:]])
 
 
 @pytest.mark.parametrize("setup", [pytest.param(("int8", None), marks=INT8), ("int4", None), ("none", 24),
@@ -158,8 +160,7 @@ def test_greedy_is_token_identical_to_generate_with_a_cheap_draft(setup):
     draft = set_up(noisy_copy(target, 0.3), tiny_tokenizer(), *setup)
     for seed in range(3):
         ids = prompt(5 + 4 * seed, seed)
-        result = generate(target, draft, ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 24, set(),
-                          torch.Generator(TEST_DEVICE))
+        result = decoder(target, draft, DP_TREE, Sampling(), 24).generate(ids, torch.Generator(TEST_DEVICE))
         assert result.output_ids == reference_greedy(target, ids, 24)
 
 
@@ -168,8 +169,7 @@ def test_greedy_with_a_quantized_target_is_that_targets_greedy_generation(mode):
     target = quantize_linears(tiny_model(vocab=97, hidden=128, seed=1), mode)
     draft = noisy_copy(tiny_model(vocab=97, hidden=128, seed=1), 0.3)
     ids = prompt(7, 0)
-    result = generate(target, draft, ids, tree_layout(DP_TREE, TEST_DEVICE), Sampling(), 24, set(),
-                      torch.Generator(TEST_DEVICE))
+    result = decoder(target, draft, DP_TREE, Sampling(), 24).generate(ids, torch.Generator(TEST_DEVICE))
     assert result.output_ids == reference_greedy(target, ids, 24)
 
 
@@ -278,8 +278,9 @@ def test_a_bad_device_setup_in_a_pair_config_is_a_one_line_error(own_pair, secti
 
 
 def test_measure_acceptance_counts_the_target_tokens_a_sub_vocabulary_draft_cannot_propose():
+    from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
+
     from sequoia_cli.models import encode_prompt
-    from stages.measure_acceptance import Request, measure_acceptance
 
     tokenizer = tiny_tokenizer()
     target = tiny_model(vocab=len(tokenizer), seed=1)
@@ -315,11 +316,10 @@ def test_packed_layers_give_the_same_logits_bit_for_bit(family):
 def test_packing_changes_no_token_decode_outputs():
     target = tiny_model(vocab=97, hidden=64, seed=1).to(torch.bfloat16)
     draft = noisy_copy(target, 0.3)
-    layout = tree_layout(DP_TREE)
 
     def outputs():
-        return [generate(target, draft, prompt(6 + seed, seed), layout, sampling, 24, set(),
-                         torch.Generator().manual_seed(seed)).output_ids
+        return [decoder(target, draft, DP_TREE, sampling, 24).generate(prompt(6 + seed, seed),
+                                                                       torch.Generator().manual_seed(seed)).output_ids
                 for seed in range(3) for sampling in (Sampling(), Sampling(0.8, 0.9, "sequoia"))]
 
     before = outputs()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sequoia_cli import artifacts, schema
+from sequoia_cli import artifacts, schema, schema_rules
 from sequoia_cli.acceptance import calibration_from_counts
 from tests.conftest import sequoia
 from tests.test_cli import ACCEPTANCE, PROFILE, assert_bad_input, put
@@ -179,7 +179,7 @@ def test_100000_rows_by_level_are_refused_at_once(workdir):
     result = sequoia("build-tree", "--acceptance", path, "--size", "8", "--out", workdir / "tree.json")
     assert time.perf_counter() - start < 2.0
     assert_bad_input(result, workdir, before, workdir / "tree.json", path, "'acceptance_by_level'", "100000",
-                     str(schema.MAX_LEVELS))
+                     str(schema_rules.MAX_LEVELS))
 
 
 def test_ranks_without_width_plan_with_the_vector_length(workdir):
@@ -232,9 +232,10 @@ def test_decode_samples_as_the_tree_source_says(pair, tmp_path):
 # The modules that read artifacts, and the keys they index that are no artifact's field.
 READERS = ["stages/optimize.py", "stages/build_tree.py", "stages/decode.py", "stages/merge_acceptance.py",
            "sequoia_cli/acceptance.py", "sequoia_cli/render.py", "sequoia_cli/artifacts.py", "sequoia_cli/cost.py",
-           "sequoia_cli/dynamic.py"]
+           "sequoia_cli/dynamic.py", "sequoia_cli/dynamic_plan.py"]
 # decode's generation records (made in process, written as JSONL, never read back).
-NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "text", "turn", "undrafted_steps"}
+NOT_ARTIFACT_FIELDS = {"output_ids", "steps", "step_tokens", "expected", "predicted", "text", "turn",
+                       "undrafted_steps"}
 
 
 def validated_fields() -> set[str]:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from sequoia_cli.engine import Sampling, tree_layout
-from sequoia_cli.sampling import distribution, draw_children, residual, verify_node, without
-from sequoia_cli.walk import expected_tokens, walk_host
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling, distribution, draw_children, residual, verify_node, without
+from sequoia_cli.verify import Drafted, expected_step_tokens, verify_host
 from tests.tiny import TEST_DEVICE
 
 
@@ -144,25 +144,26 @@ def tree_step(method: str, temperature: float, top_p: float, seed: int):
         if kids:
             drawn, real = draw_children(proposals[node][None], len(kids), method, generator)
             tokens[kids], alive[kids] = drawn[0], real[0] & alive[node]
-    return target_logits, tokens, proposals, alive, layout
+    return target_logits, Drafted(layout, tokens, proposals, alive)
 
 
 @pytest.mark.parametrize("method", ["sequoia", "specinfer", "topk"])
 @pytest.mark.parametrize("seed", range(3))
 def test_expected_tokens_is_the_mean_of_the_tokens_verification_accepts(method, seed):
     temperature, top_p = [(1.0, 1.0), (0.6, 0.9), (1.5, 1.0)][seed]
-    step = tree_step(method, temperature, top_p, seed)
+    logits, drafted = tree_step(method, temperature, top_p, seed)
     sampling = Sampling(temperature, top_p, method)
-    expected = expected_tokens(*step, sampling)
+    expected = expected_step_tokens(logits, drafted, sampling)
     generator = torch.Generator(device=TEST_DEVICE).manual_seed(100 + seed)
-    walks = [len(walk_host(*step, sampling, generator)[0]) + 1 for _ in range(4000)]
+    walks = [len(verify_host(logits, drafted, sampling, generator).path) + 1 for _ in range(4000)]
     mean, spread = sum(walks) / len(walks), torch.tensor(walks, dtype=torch.float64).std().item()
     assert 1.0 <= expected <= 4.0
     assert abs(mean - expected) < 4 * spread / math.sqrt(len(walks)) + 1e-9
 
 
 def test_expected_tokens_in_greedy_mode_is_the_walk():
-    target_logits, tokens, proposals, alive, layout = tree_step("sequoia", 1.0, 1.0, 0)
-    tokens[1] = target_logits[0].argmax()  # the root's first child is the target's choice
-    walk = walk_host(target_logits, tokens, None, alive, layout, Sampling(), None)[0]
-    assert walk[0] == 1 and expected_tokens(target_logits, tokens, None, alive, layout, Sampling()) == len(walk) + 1
+    target_logits, drafted = tree_step("sequoia", 1.0, 1.0, 0)
+    drafted.tokens[1] = target_logits[0].argmax()  # the root's first child is the target's choice
+    drafted.proposals = None
+    walk = verify_host(target_logits, drafted, Sampling(), None).path
+    assert walk[0] == 1 and expected_step_tokens(target_logits, drafted, Sampling()) == len(walk) + 1

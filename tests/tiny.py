@@ -7,6 +7,9 @@ import os
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from sequoia_cli.decoder import DecodeConfig, Decoder
+from sequoia_cli.sampling import Sampling
+
 FAMILIES = ("qwen2", "llama", "gpt2")
 TEST_DEVICE = torch.device(os.environ.get("SEQUOIA_TEST_DEVICE") or "cpu")
 
@@ -96,3 +99,9 @@ def deepened(model, layers: int):
                 weight.zero_()
     deep.generation_config = copy.deepcopy(model.generation_config)
     return deep.eval().float().to(TEST_DEVICE)
+
+
+def decoder(target, draft, parents: list[int], sampling: Sampling = Sampling(), max_new_tokens: int = 30,
+            **settings) -> Decoder:
+    """A Decoder of the pair with the tree `parents`; `settings` are DecodeConfig's other fields."""
+    return Decoder(DecodeConfig(target, draft, parents, sampling, max_new_tokens, **settings))

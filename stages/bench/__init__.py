@@ -18,12 +18,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sequoia_cli.engine import check_seed, input_device
+from sequoia_cli.stages.bench.experiments import (
+    check_experiments,
+    chosen_experiments,
+    experiments_of,
+    total_work,
+    vector_settings,
+)
+from sequoia_cli.stages.bench.harness import FULL, QUICK, Config, Store, load_average, machine
+from sequoia_cli.stages.bench.report import write_report
+from sequoia_cli.stages.bench.shared import WORKLOADS, Bench, measure_vectors, prompt_indices, workload_runs
+
+from sequoia_cli.devices import input_device
 from sequoia_cli.loading import Loaded
-from stages.bench.experiments import check_experiments, chosen_experiments, experiments_of, total_work, vector_settings
-from stages.bench.harness import FULL, QUICK, Config, Store, load_average, machine
-from stages.bench.report import write_report
-from stages.bench.shared import WORKLOADS, Bench, measure_vectors, prompt_indices, workload_runs
+from sequoia_cli.seeds import check_seed
 
 __all__ = ["CELLS_FILE", "DEFAULT_OUT_DIR", "FULL", "QUICK", "Config", "Plan", "bench",
            "check_experiments", "experiments_of", "mode", "prepare", "total_work"]

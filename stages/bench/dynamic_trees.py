@@ -13,10 +13,8 @@ calibration curve (acceptance per bin of the draft's probability)."""
 
 from functools import partial
 
-from sequoia_cli.dynamic import budget_parents, growth_of
-from sequoia_cli.engine import Sampling, chain_parents
-from stages.bench.harness import Config, decode_one, hf_one, run_block, spread
-from stages.bench.shared import (
+from sequoia_cli.stages.bench.harness import Config, decode_one, hf_one, run_block, spread
+from sequoia_cli.stages.bench.shared import (
     SETTINGS,
     WORKLOADS,
     Bench,
@@ -28,10 +26,14 @@ from stages.bench.shared import (
     speed,
     vector_of,
 )
-from stages.bench.stats import failure, first_difference
-from stages.bench.tables import interval, markdown_table, number
-from stages.measure_acceptance import Request, measure_acceptance
-from stages.optimize import optimize
+from sequoia_cli.stages.bench.stats import failure, first_difference
+from sequoia_cli.stages.bench.tables import interval, markdown_table, number
+from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
+from sequoia_cli.stages.optimize import optimize
+
+from sequoia_cli.dynamic import budget_parents, growth_of
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.tree import chain_parents
 
 METHODS = ("HF generate", "autoregressive", "chain 4", "Sequoia", "dynamic")
 

@@ -7,12 +7,13 @@ engine's first token (its caches allocated, on CUDA its forwards captured), pref
 
 from functools import partial
 
-from sequoia_cli.engine import input_device
+from sequoia_cli.stages.bench.harness import Config, Run, decode_one, run_block
+from sequoia_cli.stages.bench.shared import SETTINGS, WORKLOADS, Bench, failing, interval_row, plan_of, profile_work
+from sequoia_cli.stages.bench.stats import failure, geometric_interval
+from sequoia_cli.stages.bench.tables import interval, markdown_table, number
+
+from sequoia_cli.devices import input_device
 from sequoia_cli.kv import engines_served
-from stages.bench.harness import Config, Run, decode_one, run_block
-from stages.bench.shared import SETTINGS, WORKLOADS, Bench, failing, interval_row, plan_of, profile_work
-from stages.bench.stats import failure, geometric_interval
-from stages.bench.tables import interval, markdown_table, number
 
 GREEDY = SETTINGS["greedy"]
 
@@ -28,7 +29,8 @@ def engines_work(config: Config) -> int:
 
 def first_token(run: Run, index: int, parents: list[int], engine: str) -> dict:
     """A fresh engine's first token on prompt `index`: seconds from no caches to the token."""
-    record = decode_one(run, index, parents, GREEDY, 1, engine=engine, fresh=True)
+    run.caches.pop(engine, None)
+    record = decode_one(run, index, parents, GREEDY, 1, engine=engine)
     return {"seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"]}
 
 

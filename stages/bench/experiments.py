@@ -20,11 +20,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sequoia_cli.engine import Sampling
+from sequoia_cli.stages.bench import (
+    dynamic_trees,
+    engines,
+    hardware,
+    offload,
+    plots,
+    sections,
+    spec_bench,
+    step_counts,
+    timing,
+)
+from sequoia_cli.stages.bench.harness import Config
+from sequoia_cli.stages.bench.shared import WORKLOADS, Bench, setting_name
+
 from sequoia_cli.errors import BadInput
-from stages.bench import dynamic_trees, engines, hardware, offload, plots, sections, spec_bench, step_counts, timing
-from stages.bench.harness import Config
-from stages.bench.shared import WORKLOADS, Bench, setting_name
+from sequoia_cli.sampling import Sampling
 
 
 def no_settings(config: Config) -> list[Sampling]:

@@ -4,14 +4,15 @@ own beside our autoregressive loop, with the speedup and tokens per step the cos
 
 from functools import partial
 
+from sequoia_cli.stages.bench.harness import Config, Run
+from sequoia_cli.stages.bench.shared import SETTINGS, WORKLOADS, Bench, setting_name, tree_or_reason, vector_of
+from sequoia_cli.stages.bench.stats import pooled_interval
+from sequoia_cli.stages.bench.timing import timed_block
+
 from sequoia_cli.acceptance import replayed, rows_met
 from sequoia_cli.artifacts import timings
 from sequoia_cli.cost import predicted_speedup
 from sequoia_cli.tree import dp_tree, expected_tokens
-from stages.bench.harness import Config, Run
-from stages.bench.shared import SETTINGS, WORKLOADS, Bench, setting_name, tree_or_reason, vector_of
-from stages.bench.stats import pooled_interval
-from stages.bench.timing import timed_block
 
 
 def sweep_name(size: int, depth: int) -> str:

@@ -17,11 +17,15 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from sequoia_cli.stages.decode import decode_prompt
+from sequoia_cli.stages.profile_hw import machine_facts
 
-from sequoia_cli.engine import Sampling, input_device, sync, tree_layout
+from sequoia_cli.decoder import Caches, DecodeConfig, Decoder
+from sequoia_cli.devices import input_device, sync
+from sequoia_cli.dynamic import Growth
 from sequoia_cli.errors import BadInput, one_line
-from stages.decode import decode_prompt
-from stages.profile_hw import machine_facts
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.seeds import prompt_generator, prompt_seed
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ class Run:
     pad: int
     seed: int
     engine: str = "eager"
-    results: dict = field(default_factory=dict)  # engine -> its last decode result, whose caches the next reuses
+    caches: dict = field(default_factory=dict)  # engine -> the decode caches, which the next cell on it reuses
 
 
 # ---- tree families ---------------------------------------------------------------------------
@@ -175,18 +179,19 @@ def forward_clock(model):
 
 
 def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new_tokens: int,
-               expected: bool = False, engine: str | None = None, fresh: bool = False, growth=None) -> dict:
+               growth: Growth | None = None, expected: bool = False, engine: str | None = None) -> dict:
     """One prompt through the decode stage: output ids, steps (= target forwards), wall seconds and
     the seconds spent inside each model's forwards; with `expected`, each step's expected tokens.
-    The run's engine unless `engine` is given; its caches are the run's, reused prompt to prompt
-    unless `fresh`. With `growth` (`dynamic.Growth`), trees grown per step within `parents`, and
-    the tokens their calibration predicted, summed over the steps."""
+    The run's engine unless `engine` is given, its caches the run's, reused prompt to prompt. With
+    `growth` (`dynamic.Growth`), trees grown per step within `parents`, and the tokens their
+    calibration predicted, summed over the steps."""
     engine = engine or run.engine
+    config = DecodeConfig(run.target, run.draft, parents, sampling, new_tokens, frozenset(run.eos), engine, growth,
+                          expected)
+    decoder = Decoder(config, run.caches.setdefault(engine, Caches()))
+    generator = prompt_generator(run.seed, index, input_device(run.target))
     with forward_clock(run.target) as target, forward_clock(run.draft) as draft:
-        record, run.results[engine] = decode_prompt(
-            run.target, run.draft, run.tokenizer, "", run.prompt_ids[index], index,
-            tree_layout(parents, input_device(run.target)), sampling, new_tokens, run.seed, expected=expected,
-            engine=engine, reuse=None if fresh else run.results.get(engine), growth=growth)
+        record = decode_prompt(decoder, run.tokenizer, "", run.prompt_ids[index], generator)
     result = {"output": record["output_ids"], "tokens": len(record["output_ids"]), "steps": record["steps"],
               "seconds": record["seconds"], "prefill_seconds": record["prefill_seconds"],
               "step_tokens": record["step_tokens"],
@@ -195,7 +200,7 @@ def decode_one(run: Run, index: int, parents: list[int], sampling: Sampling, new
     if expected:
         result["expected"] = [round(e, 4) for e in record["expected"]]
     if growth is not None:
-        result["predicted"] = sum(run.results[engine].predicted)
+        result["predicted"] = sum(record["predicted"])
     return result
 
 
@@ -211,7 +216,7 @@ def hf_one(run: Run, index: int, sampling: Sampling, new_tokens: int, assisted: 
     sampled = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
     settings = GenerationConfig(max_new_tokens=new_tokens, pad_token_id=run.pad, eos_token_id=sorted(run.eos) or None,
                                 **({"do_sample": False} if sampling.greedy else sampled))
-    torch.manual_seed((run.seed * 100_003 + index) % 2**64)  # HF draws from the global stream; 64 bits a seed
+    torch.manual_seed(prompt_seed(run.seed, index))  # HF draws from the global stream
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # assisted generation warns about its own internal call
     try:

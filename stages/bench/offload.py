@@ -8,13 +8,14 @@ import tempfile
 from dataclasses import replace
 from functools import partial
 
-from sequoia_cli.engine import tree_layout
+from sequoia_cli.stages.bench.harness import Config, Run, decode_one, run_block
+from sequoia_cli.stages.bench.shared import SETTINGS, Bench, failing, interval_row, plan_of, profile_work
+from sequoia_cli.stages.bench.stats import failure, first_difference
+
 from sequoia_cli.errors import one_line
+from sequoia_cli.layout import tree_layout
 from sequoia_cli.loading import Resolved
 from sequoia_cli.models import device_of, dtype_of, load_model, placement_of
-from stages.bench.harness import Config, Run, decode_one, run_block
-from stages.bench.shared import SETTINGS, Bench, failing, interval_row, plan_of, profile_work
-from stages.bench.stats import failure, first_difference
 
 WORKLOAD = "humaneval"
 

@@ -3,9 +3,9 @@ temperature per verification method (experiment 2), with their intervals as erro
 
 from pathlib import Path
 
-from stages.bench.shared import WORKLOADS
-from stages.bench.step_counts import FAMILIES, ROBUST_METHODS
-from stages.bench.tables import temperature_name, value
+from sequoia_cli.stages.bench.shared import WORKLOADS
+from sequoia_cli.stages.bench.step_counts import FAMILIES, ROBUST_METHODS
+from sequoia_cli.stages.bench.tables import temperature_name, value
 
 SCALABILITY_PLOT = "scalability.png"
 ROBUSTNESS_PLOT = "robustness.png"

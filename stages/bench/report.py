@@ -5,9 +5,10 @@ marked "wide"."""
 
 from pathlib import Path
 
+from sequoia_cli.stages.bench.experiments import BY_NUMBER, EXPERIMENTS
+from sequoia_cli.stages.profile_hw import STEADY, steady
+
 from sequoia_cli.artifacts import write_json, write_text
-from stages.bench.experiments import BY_NUMBER, EXPERIMENTS
-from stages.profile_hw import STEADY, steady
 
 
 def run_line(results: dict) -> str:

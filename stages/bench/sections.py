@@ -4,10 +4,10 @@ entered by hand."""
 
 from string import Template
 
-from stages.bench.plots import ROBUSTNESS_PLOT, SCALABILITY_PLOT
-from stages.bench.shared import SETTINGS, WORKLOADS, setting_name
-from stages.bench.step_counts import FAMILIES, ROBUST_METHODS, ROBUST_TREE_SETTING
-from stages.bench.tables import interval, markdown_table, number, plain, temperature_name, value
+from sequoia_cli.stages.bench.plots import ROBUSTNESS_PLOT, SCALABILITY_PLOT
+from sequoia_cli.stages.bench.shared import SETTINGS, WORKLOADS, setting_name
+from sequoia_cli.stages.bench.step_counts import FAMILIES, ROBUST_METHODS, ROBUST_TREE_SETTING
+from sequoia_cli.stages.bench.tables import interval, markdown_table, number, plain, temperature_name, value
 
 SCALABILITY = Template(
     "Real decodes through the engine's `generate`, no clock. Tokens per step: each step counts the tokens it"

@@ -8,16 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from sequoia_cli.engine import Sampling, context_length
+from sequoia_cli.stages.bench.harness import Config, Run, Store, spread, spread_prompts
+from sequoia_cli.stages.bench.stats import failure, geometric_interval, per_prompt
+from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
+from sequoia_cli.stages.optimize import optimize
+from sequoia_cli.stages.profile_hw import Timing, profile_hw
+
+from sequoia_cli.devices import context_length
 from sequoia_cli.errors import one_line
 from sequoia_cli.loading import Loaded
 from sequoia_cli.models import encode_prompts, eos_ids
 from sequoia_cli.prompts import load_prompts
-from stages.bench.harness import Config, Run, Store, spread, spread_prompts
-from stages.bench.stats import failure, geometric_interval, per_prompt
-from stages.measure_acceptance import Request, measure_acceptance
-from stages.optimize import optimize
-from stages.profile_hw import profile_hw
+from sequoia_cli.sampling import Sampling
 
 # HumanEval's prompts are code for the model to continue; MT-Bench's are questions to a chat model.
 WORKLOADS = {"humaneval": {"chat_template": False}, "mt-bench": {"chat_template": True}}
@@ -129,8 +131,9 @@ def profile_work(bench: Bench, runs: list[Run], target, label: str, max_tokens: 
     def work():
         prompts = [ids for run in runs for ids in run.prompt_ids]
         context = int(sum(map(len, prompts)) / len(prompts) + new_tokens / 2)
-        return profile_hw({"target": (label, target), "draft": ("draft", runs[0].draft)}, bench.dtype, max_tokens,
-                          context, bench.config.profile_repeats, 1, runs[0].seed, engine=engine or runs[0].engine)
+        timing = Timing(max_tokens, context, bench.config.profile_repeats, 1, runs[0].seed)
+        return profile_hw({"target": (label, target), "draft": ("draft", runs[0].draft)}, bench.dtype, timing,
+                          engine=engine or runs[0].engine)
     return work
 
 

@@ -12,16 +12,21 @@ bench's interval), and how many questions' outputs equal autoregressive decoding
 
 from functools import partial
 
-from sequoia_cli.engine import Sampling, chain_parents, context_length, input_device, tree_layout
+from sequoia_cli.stages.bench.harness import Config, Run, hf_one, kxd_parents, run_block, spread_prompts
+from sequoia_cli.stages.bench.shared import Bench, failing, interval_row, paired_interval, plan_of, profile_work, speed
+from sequoia_cli.stages.bench.stats import departs_at, failure
+from sequoia_cli.stages.bench.tables import interval, markdown_table
+from sequoia_cli.stages.bench.timing import WARMUP_TOKENS
+from sequoia_cli.stages.decode import decode_prompt
+from sequoia_cli.stages.measure_acceptance import Request, measure_acceptance
+
+from sequoia_cli.decoder import Caches, DecodeConfig, Decoder
+from sequoia_cli.devices import context_length, input_device
 from sequoia_cli.models import encode_prompts, next_turn_ids
 from sequoia_cli.prompts import SPEC_BENCH_SUBTASKS, load_prompt_records
-from stages.bench.harness import Config, Run, hf_one, kxd_parents, run_block, spread_prompts
-from stages.bench.shared import Bench, failing, interval_row, paired_interval, plan_of, profile_work, speed
-from stages.bench.stats import departs_at, failure
-from stages.bench.tables import interval, markdown_table
-from stages.bench.timing import WARMUP_TOKENS
-from stages.decode import decode_prompt
-from stages.measure_acceptance import Request, measure_acceptance
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.seeds import prompt_generator
+from sequoia_cli.tree import chain_parents
 
 GREEDY = Sampling()
 METHODS = ("autoregressive", "HF generate", "chain 4", "Sequoia")
@@ -57,17 +62,16 @@ def conversation(run: Run, turns: list[list[str]], index: int, parents: list[int
     """Question `index` through the decode stage, turn by turn, the caches carried from one turn to
     the next: its tokens, target forwards and seconds summed over the turns, its output ids
     concatenated."""
-    layout = tree_layout(parents, input_device(run.target))
+    config = DecodeConfig(run.target, run.draft, parents, GREEDY, new_tokens, frozenset(run.eos), run.engine)
+    decoder = Decoder(config, run.caches.setdefault(run.engine, Caches()))
     ids, answers, turn_results = run.prompt_ids[index], [], []
-    result = run.results.get(run.engine)
     for turn, text in enumerate(turns[index]):
         if turn:
-            ids = next_turn_ids(run.tokenizer, turns[index], answers, result.tokens, True)
-        record, result = decode_prompt(run.target, run.draft, run.tokenizer, text, ids, index, layout, GREEDY,
-                                       new_tokens, run.seed, engine=run.engine, reuse=result, extend=turn > 0)
+            ids = next_turn_ids(run.tokenizer, turns[index], answers, decoder.caches.tokens, True)
+        generator = prompt_generator(run.seed, index, input_device(run.target))
+        record = decode_prompt(decoder, run.tokenizer, text, ids, generator, extend=turn > 0)
         answers.append(record["text"])
         turn_results.append({"output": record["output_ids"], "steps": record["steps"], "seconds": record["seconds"]})
-    run.results[run.engine] = result
     return joined(turn_results)
 
 

@@ -5,10 +5,8 @@ draws (`walk.expected_tokens`), which has the realized tokens' mean without thei
 
 from functools import partial
 
-from sequoia_cli.engine import Sampling, chain_parents, tree_layout
-from sequoia_cli.tree import dp_tree, expected_tokens
-from stages.bench.harness import Config, Run, decode_one, kary_parents, kxd_parents, kxd_shape, run_block
-from stages.bench.shared import (
+from sequoia_cli.stages.bench.harness import Config, Run, decode_one, kary_parents, kxd_parents, kxd_shape, run_block
+from sequoia_cli.stages.bench.shared import (
     SETTINGS,
     WORKLOADS,
     Bench,
@@ -18,7 +16,11 @@ from stages.bench.shared import (
     tree_or_reason,
     vector_of,
 )
-from stages.bench.stats import failure, pooled_interval
+from sequoia_cli.stages.bench.stats import failure, pooled_interval
+
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.tree import chain_parents, dp_tree, expected_tokens
 
 FAMILIES = {"dp": "Sequoia DP tree", "kxd": "SpecInfer k x d", "topk": "top-2 tree", "chain": "chain"}
 FAMILY_METHODS = {"dp": "sequoia", "kxd": "specinfer", "chain": "sequoia", "topk": "topk"}

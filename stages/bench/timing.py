@@ -7,11 +7,8 @@ import time
 from functools import partial
 
 import numpy as np
-
-from sequoia_cli.engine import Sampling, chain_parents, tree_layout
-from sequoia_cli.tree import best_tree, tree_table
-from stages.bench.harness import Config, Run, decode_one, hf_one, kxd_parents, run_block
-from stages.bench.shared import (
+from sequoia_cli.stages.bench.harness import Config, Run, decode_one, hf_one, kxd_parents, run_block
+from sequoia_cli.stages.bench.shared import (
     SETTINGS,
     WORKLOADS,
     Bench,
@@ -23,7 +20,11 @@ from stages.bench.shared import (
     speed,
     step_speed,
 )
-from stages.bench.stats import failure, first_difference, pooled_interval
+from sequoia_cli.stages.bench.stats import failure, first_difference, pooled_interval
+
+from sequoia_cli.layout import tree_layout
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.tree import best_tree, chain_parents, tree_table
 
 WALL_METHODS = ("HF generate", "HF assisted", "autoregressive", "chain 4", "SpecInfer 4x4", "Sequoia")
 WARMUP_TOKENS = 8

@@ -1,51 +1,75 @@
 """Verifying one step's tree: which drafted nodes the target accepts, and the token that ends the
 step, drawn from the target (or its residual where the walk stops).
 
-Two walks with one outcome distribution:
-- `walk_host` goes down the accepted path node by node, verifying a node's children in order
+Two walks down the tree with one outcome distribution:
+- `verify_host` goes down the accepted path node by node, verifying a node's children in order
   (`sampling.verify_node`). It reads numbers on the host at every node: free on a CPU, where it
   touches only the path's rows of the target's logits.
-- `walk_device` verifies every node's children at once (`verify_rows`, a node's outcome does not
+- `verify_device` verifies every node's children at once (`verify_rows`, a node's outcome does not
   depend on which nodes the walk reaches) and finds the path with tensor operations, so that a GPU
   runs the step without waiting on the host; the step's result crosses to the host in one transfer.
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from sequoia_cli.sampling import distribution, residual, sample, verify_node, without
+from sequoia_cli.layout import Layout
+from sequoia_cli.sampling import Sampling, distribution, residual, sample, verify_node, without
 
 
-def walk_host(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
-              alive: torch.Tensor, layout, sampling, generator: torch.Generator) -> tuple[list[int], list[int]]:
-    """The accepted nodes (root excluded) and the step's new tokens: theirs, then the one drawn
-    from the target. `proposals` row i is the draft distribution node i's children were drawn
-    from (None in greedy mode)."""
-    path, node = [], 0
-    token_list, alive_list = tokens.tolist(), alive.tolist()
+@dataclass
+class Drafted:
+    """A step's tree as verification reads it: its layout, each node's token, the draft
+    distribution each node's children were drawn from (row i for node i, through the last level
+    with children; None in greedy mode or where nothing was drafted), and which nodes are real
+    draws (a row without replacement can run out of tokens)."""
+
+    layout: Layout
+    tokens: torch.Tensor
+    proposals: torch.Tensor | None
+    alive: torch.Tensor
+
+
+@dataclass
+class Accepted:
+    """What a step keeps: the accepted nodes (root excluded), and its new tokens: theirs, then the
+    one drawn from the target."""
+
+    path: list[int]
+    tokens: list[int]
+
+
+def verify_host(target_logits: torch.Tensor, drafted: Drafted, sampling: Sampling,
+                generator: torch.Generator | None) -> Accepted:
+    """The step's outcome, walking down the accepted path node by node."""
+    path, node, layout, proposals = [], 0, drafted.layout, drafted.proposals
+    token_list, alive_list = drafted.tokens.tolist(), drafted.alive.tolist()
     while True:
         kids = [k for k in layout.children[node] if alive_list[k]]
         if sampling.greedy:
             best = int(target_logits[node].argmax())
             match = next((k for k in kids if token_list[k] == best), None)
             if match is None:
-                return path, [token_list[k] for k in path] + [best]
+                return Accepted(path, [token_list[k] for k in path] + [best])
             path.append(match)
             node = match
             continue
         p = distribution(target_logits[node].float(), sampling.temperature, sampling.top_p)
         if not kids:
-            return path, [token_list[k] for k in path] + [sample(p, generator)]
+            return Accepted(path, [token_list[k] for k in path] + [sample(p, generator)])
         uniforms = torch.rand(len(kids), generator=generator, device=p.device).tolist()
         chosen, rest, _ = verify_node(p, proposals[node], [token_list[k] for k in kids], sampling.method, uniforms)
         if chosen is None:
-            return path, [token_list[k] for k in path] + [sample(rest, generator)]
+            return Accepted(path, [token_list[k] for k in path] + [sample(rest, generator)])
         node = kids[chosen]
         path.append(node)
 
 
-def walk_device(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
-                alive: torch.Tensor, layout, sampling, generator: torch.Generator) -> tuple[list[int], list[int]]:
-    """What `walk_host` returns, with one transfer to the host."""
+def verify_device(target_logits: torch.Tensor, drafted: Drafted, sampling: Sampling,
+                  generator: torch.Generator) -> Accepted:
+    """What `verify_host` returns, with one transfer to the host."""
+    layout, tokens, proposals, alive = drafted.layout, drafted.tokens, drafted.proposals, drafted.alive
     size = layout.size
     if sampling.greedy:
         best = target_logits.argmax(dim=-1)
@@ -57,7 +81,7 @@ def walk_device(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: to
             on_path, rest = torch.zeros(size, dtype=torch.bool, device=p.device), p
         else:
             rows = proposals.shape[0]  # the nodes that can have children
-            kids, real = layout.kids[:rows], layout.kid_real[:rows]
+            kids, real = layout.child_table[:rows], layout.child_real[:rows]
             real = real & alive[kids]
             uniforms = torch.rand(kids.shape, generator=generator, device=p.device)
             rank, rest = verify_rows(p[:rows], proposals, tokens[kids], real, sampling.method, uniforms)[:2]
@@ -72,7 +96,7 @@ def walk_device(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: to
     bonus = best[deepest] if sampling.greedy else draw(rest[deepest], generator)
     result = torch.cat([reached.long(), tokens, bonus.reshape(1)]).tolist()
     path = [node for node in range(1, size) if result[node]]
-    return path, [result[size + node] for node in path] + [result[-1]]
+    return Accepted(path, [result[size + node] for node in path] + [result[-1]])
 
 
 def verify_rows(p: torch.Tensor, q: torch.Tensor, children: torch.Tensor, real: torch.Tensor, method: str,
@@ -112,16 +136,16 @@ def draw(dist: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (cumulative < point).sum().clamp(max=len(dist) - 1)
 
 
-def expected_tokens(target_logits: torch.Tensor, tokens: torch.Tensor, proposals: torch.Tensor | None,
-                    alive: torch.Tensor, layout, sampling) -> float:
+def expected_step_tokens(target_logits: torch.Tensor, drafted: Drafted, sampling: Sampling) -> float:
     """The tokens a step adds on average over verification's random draws, given the drafted tree:
     1 + the sum over nodes of the probability that the walk accepts them. Its mean over steps is the
     mean of `accepted`, with the variance of the coin flips removed (a tree's size is measured in far
     fewer steps). A child is reached when every earlier sibling was rejected, whatever the draws,
     so each node's probability follows from the acceptance probabilities `verify_node` reports."""
     if sampling.greedy:  # nothing is random: the walk itself
-        return len(walk_host(target_logits, tokens, proposals, alive, layout, sampling, None)[0]) + 1.0
-    token_list, alive_list = tokens.tolist(), alive.tolist()
+        return len(verify_host(target_logits, drafted, sampling, None).path) + 1.0
+    layout, proposals = drafted.layout, drafted.proposals
+    token_list, alive_list = drafted.tokens.tolist(), drafted.alive.tolist()
     reached = [1.0] + [0.0] * (layout.size - 1)
     for node in range(layout.size):  # level order: a parent before its children
         kids = [k for k in layout.children[node] if alive_list[k]]

@@ -38,20 +38,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+from sequoia_cli.stages.bench.harness import machine
+from sequoia_cli.stages.optimize import optimize
+from sequoia_cli.stages.profile_hw import Timing, profile_hw
 from torch import nn
 
 from sequoia_cli.artifacts import read_acceptance, read_profile, timings
 from sequoia_cli.cost import interpolate, step_ms
-from sequoia_cli.engine import Sampling, chain_parents, generate, prompt_generator, tree_layout
+from sequoia_cli.decoder import DecodeConfig, Decoder
 from sequoia_cli.errors import one_line
 from sequoia_cli.kv import engines_served
 from sequoia_cli.models import dtype_of
 from sequoia_cli.pairs import configs_dir
 from sequoia_cli.quantize import Int4Linear, Int8Linear, PackedLinear, set_up
-from sequoia_cli.tree import depths
-from stages.bench.harness import machine
-from stages.optimize import optimize
-from stages.profile_hw import profile_hw
+from sequoia_cli.sampling import Sampling
+from sequoia_cli.seeds import prompt_generator
+from sequoia_cli.tree import chain_parents, depths
 
 DEFAULT_OUT_DIR = "runs/gpu-check"
 DTYPE = "bfloat16"
@@ -148,7 +150,7 @@ def quantized_layers(model) -> tuple[int, int]:
     return quantized, quantized + sum(kind in (nn.Linear, PackedLinear) for kind in kinds)
 
 
-def attempt(failures: dict, key: str, work: Callable, *args, **kwargs):
+def or_failure(failures: dict, key: str, work: Callable, *args, **kwargs):
     """`work(*args, **kwargs)`, or None with the failure kept under `key`: one engine's fault
     leaves the rest of the check standing, and the report shows it."""
     try:
@@ -178,15 +180,16 @@ def step_times(target, draft, trees: dict[str, list[int]], engines: tuple[str, .
     makes the caches and captures the forwards, untimed, and each later run reuses them. An engine
     that fails is dropped."""
     prompt = torch.randint(0, target.config.vocab_size, (CONTEXT,), generator=torch.Generator().manual_seed(SEED))
-    layouts = {method: tree_layout(parents, device) for method, parents in trees.items()}
+    decoders = {(method, engine): Decoder(DecodeConfig(target, draft, parents, Sampling(), mode.new_tokens,
+                                                       engine=engine))
+                for method, parents in trees.items() for engine in engines}
     times, last, live = {}, {}, list(engines)
     for index in range(mode.rounds + 1):
         for method in trees:
             for engine in live if index % 2 == 0 else live[::-1]:
                 tick(0, f"decoding, {method}, {engine}")
-                result = attempt(failures, f"decode, {engine}", generate, target, draft, prompt.tolist(),
-                                 layouts[method], Sampling(), mode.new_tokens, set(), prompt_generator(SEED, 0, device),
-                                 engine=engine, reuse=last.get((method, engine)))
+                result = or_failure(failures, f"decode, {engine}", decoders[method, engine].generate, prompt.tolist(),
+                                    prompt_generator(SEED, 0, device))
                 tick()
                 if result is None:
                     live.remove(engine)
@@ -263,8 +266,8 @@ def check_pair(pair: Pair, device: torch.device, mode: Mode, advance: Callable, 
     result["engines"] = list(engines)
     for engine in engines:
         tick(0, f"profiling, {engine}")
-        profile = attempt(failures, f"profile-hw, {engine}", profile_hw, models, DTYPE, mode.max_tokens, CONTEXT,
-                          mode.repeats, WARMUP, SEED, setups=setups, engine=engine)
+        profile = or_failure(failures, f"profile-hw, {engine}", profile_hw, models, DTYPE,
+                             Timing(mode.max_tokens, CONTEXT, mode.repeats, WARMUP, SEED), setups=setups, engine=engine)
         if profile is not None:
             profiles[engine] = profile
         tick()
@@ -302,7 +305,7 @@ def gpu_check(device: torch.device, quick: bool = False, progress: Callable | No
         for pair in PAIRS:
             result = pair_result(pair)
             report["pairs"].append(result)
-            attempt(result["failures"], "check", check_pair, pair, device, mode, advance, result)
+            or_failure(result["failures"], "check", check_pair, pair, device, mode, advance, result)
             report["warnings"] = sorted({str(warning.message) for warning in caught})
             report["seconds"] = time.perf_counter() - started
             yield report

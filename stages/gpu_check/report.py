@@ -4,9 +4,10 @@ and the paper's pair against the official A100 figures)."""
 
 from pathlib import Path
 
+from sequoia_cli.stages.bench.tables import markdown_table
+from sequoia_cli.stages.gpu_check import CAPTURE_FAILED, DTYPE
+
 from sequoia_cli.artifacts import timings, write_json, write_text
-from stages.bench.gpu_check import CAPTURE_FAILED, DTYPE
-from stages.bench.tables import markdown_table
 
 
 def write_report(out_dir: str, report: dict) -> Path:
