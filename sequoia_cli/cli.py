@@ -57,6 +57,7 @@ def fetch_models_command(pair: str = typer.Argument("qwen2.5-coder", help="A pai
     for role, folder in folders.items():
         console.print(f"{role}: {folder}")
 
+
 @app.command("pairs", epilog="Example: sequoia pairs")
 def pairs_command():
     """List the built-in model pairs, their models and whether they are fetched."""
@@ -67,6 +68,7 @@ def pairs_command():
         fetched = all(is_complete(model_folder(name, role)) for role in ROLES)
         models = ", ".join(f"{role} {config[role]['name']}" for role in ROLES)
         print(f"{name}\t{models}\t{'fetched' if fetched else 'not fetched'}")
+
 
 @app.command("measure-acceptance", epilog="Example: sequoia measure-acceptance --pair qwen2.5-coder --data mt-bench"
              " --max-prompts 8 --temperature 0.6 --top-p 0.9 --width 8 --out acc.json")
@@ -101,6 +103,7 @@ def measure_acceptance_command(
     artifacts.write_json(out, acceptance)
     render.acceptance_summary(acceptance, out)
 
+
 @app.command("merge-acceptance", epilog="Example: sequoia merge-acceptance acc-0.json acc-1.json --out acc.json")
 def merge_acceptance_command(
     shards: Annotated[list[str], typer.Argument(help="Acceptance files of measure-acceptance --shard I/N"
@@ -116,6 +119,7 @@ def merge_acceptance_command(
     acceptance = merge_acceptance([(path, artifacts.read_acceptance(path)) for path in shards])
     artifacts.write_json(out, acceptance)
     render.acceptance_summary(acceptance, out)
+
 
 @app.command("profile-hw", epilog="Example: sequoia profile-hw --pair qwen2.5-coder --max-tokens 128"
              " --out profile.json")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sequoia_cli import artifacts
+from sequoia_cli.errors import BadInput
 from sequoia_cli.loading import ModelChoice
 from sequoia_cli.render import console
 
@@ -28,6 +29,10 @@ PromptField = Annotated[str | None, option("The prompt set's text field (default
 MaxPrompts = Annotated[int | None, option("Use only the first N prompts.")]
 Temperature = Annotated[float | None, option("Sampling temperature (> 0).")]
 TopP = Annotated[float | None, option("Nucleus sampling mass in (0, 1].")]
+Strict = Annotated[bool, option("Stop with exit code 2 on the first warning that something does not fit the run (a"
+                                " tree measured at another setting or on other models, a tree wider than its"
+                                " vector, an unsteady profile, a thin vector, sizes capped by the profile), before"
+                                " anything is written.", "--strict")]
 AcceptanceFile = Annotated[str, option("A sequoia-acceptance/1 file ('-' for standard input).", "--acceptance")]
 Positional = Annotated[bool, option(
     "Plan with the single acceptance vector at every level (the paper's DP), not with rows by level (those the"
@@ -101,3 +106,11 @@ def writable(**paths: str | None) -> None:
     """Check every output path, each by the option that names it, before any long work."""
     for setting, path in paths.items():
         artifacts.check_writable(path, setting)
+
+
+def warn(lines: list[str], strict: bool) -> None:
+    """Each line as a warning on stderr; with `strict`, the first as the error that stops the command."""
+    if strict and lines:
+        raise BadInput(lines[0])
+    for line in lines:
+        console.print(f"warning: {line}", soft_wrap=True)

@@ -1,5 +1,7 @@
 """`sequoia` commands that decode and measure runs: decode, compare, bench and the GPU check."""
 
+import os
+import signal
 import sys
 from typing import Annotated
 
@@ -11,10 +13,12 @@ from sequoia_cli.cli_options import (
     MaxPrompts,
     NoChatTemplate,
     PromptField,
+    Strict,
     load,
     model_options,
     option,
     prompt_records,
+    warn,
     writable,
 )
 from sequoia_cli.errors import BadInput
@@ -55,7 +59,7 @@ def decode_command(
                                  " after the earlier turns and the model's own answers, one JSON line per turn"
                                  " (with `turn`: 1, 2, ...).")] = "first",
     stats: Annotated[str | None, option("Write the run's figures here (JSON).")] = None,
-    no_chat_template: NoChatTemplate = False,
+    no_chat_template: NoChatTemplate = False, strict: Strict = False,
 ):
     """Generate text with the target, sped up by the draft and a token tree; the output follows the
     target's own distribution (with --greedy in float32: token for token)."""
@@ -74,19 +78,32 @@ def decode_command(
     prompts = [prompt] if streaming else [r.get("turns", r["prompt"]) if turns == "all" else r["prompt"]
                                           for r in prompt_records(data, prompt_field, max_prompts)]
     resolved = resolve(models, request.needs_draft)
-    for warning in stage.setup_mismatches(request.tree, resolved.setups, resolved.engine):
-        console.print(f"warning: {warning}", soft_wrap=True)
+    warn(stage.mismatches(request, resolved), strict)
     loaded = load(resolved, stage.fits(request, prompts))
-    with Bars() as bars:
-        shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
-        records, figures = stage.decode(request, loaded, prompts, console.print, **shown)
+    try:
+        with Bars() as bars:
+            shown = dict(on_tokens=render.text_streamer(loaded.tokenizer)) if streaming else dict(progress=bars.task)
+            records, figures = stage.decode(request, loaded, prompts, console.print, **shown)
+    except stage.Interrupted as stop:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C quits at once
+        write_decoded(out, stats, stop.records, stop.stats, streaming)
+        written = " and ".join(path for path in (out, stats) if path) or "nowhere (no --out or --stats)"
+        console.print(f"interrupted: {len(stop.records)} of {stop.total} prompts written to {written}", soft_wrap=True,
+                      highlight=False)
+        raise typer.Exit(130) from None
+    write_decoded(out, stats, records, figures, streaming)
+    render.stats_table(figures)
+
+
+def write_decoded(out: str | None, stats: str | None, records: list[dict], figures: dict, streaming: bool) -> None:
+    """A decode run's generations and stats, each written whole or not at all."""
     if streaming:
         sys.stdout.write("\n")
     if out:
         artifacts.write_jsonl(out, records)
     if stats:
         artifacts.write_json(stats, figures)
-    render.stats_table(figures)
+
 
 @app.command("compare", epilog="Example: sequoia compare runs/sequoia.json runs/autoregressive.json")
 def compare_command(
@@ -94,6 +111,7 @@ def compare_command(
 ):
     """Print the speeds of several decode runs and their ratio to the last one."""
     render.compare_table(stats, [artifacts.read_stats(path) for path in stats])
+
 
 @app.command("bench", epilog="Example: sequoia bench --quick --pair qwen2.5-coder")
 @model_options
@@ -130,6 +148,7 @@ def bench_command(
         report = stage.bench(plan, loaded, bars.task)
     console.print(f"report -> {report} (plots, bench.json and cells.jsonl beside it)")
 
+
 @app.command("gpu-check", epilog="Example: sequoia gpu-check --device cuda")
 def gpu_check_command(
     device: Annotated[str, option("cpu, cuda or cuda:N. On a CPU the shapes are shrunk (hidden and intermediate"
@@ -157,4 +176,4 @@ def gpu_check_command(
     with Bars() as bars:
         for report in gpu_check(where, quick, bars.task):
             path = write_report(folder, report)
-    console.print(f"wall time {report['seconds']:.1f} s; report -> {path} (report.json beside it)")
+    console.print(f"report -> {path} (report.json beside it)")

@@ -5,8 +5,9 @@ from typing import Annotated
 import typer
 
 from sequoia_cli import artifacts, render
-from sequoia_cli.cli_options import AcceptanceFile, Out, Positional, option, writable
+from sequoia_cli.cli_options import AcceptanceFile, Out, Positional, Strict, option, warn, writable
 from sequoia_cli.errors import BadInput
+from sequoia_cli.mismatches import profile_cap, thin_vector, unsteady_profile, width_mismatch
 from sequoia_cli.render import console
 
 app = typer.Typer()
@@ -20,7 +21,7 @@ def build_tree_command(
     max_depth: Annotated[int | None, option("Longest root-to-leaf path in edges (= draft forwards per step)."
                                                " Default: no bound.")] = None,
     table: Annotated[str | None, option("Also write the whole E(n, d) table here (JSON).")] = None,
-    positional: Positional = False,
+    positional: Positional = False, strict: Strict = False,
 ):
     """The tree of SIZE nodes with the most expected accepted tokens (Sequoia's dynamic program;
     by level where the acceptance file has ranks or rows by level: with ranks, planned again with
@@ -28,11 +29,14 @@ def build_tree_command(
     from sequoia_cli.stages.build_tree import build_tree
 
     writable(out=out, table=table)
-    tree, table_artifact = build_tree(artifacts.read_acceptance(acceptance), size, max_depth, positional)
+    vector = artifacts.read_acceptance(acceptance)
+    tree, table_artifact = build_tree(vector, size, max_depth, positional)
+    warn(thin_vector(vector), strict)
     artifacts.write_json(out, tree)
     if table:
         artifacts.write_json(table, table_artifact)
     render.tree_summary(tree, out)
+
 
 @app.command("optimize", epilog="Example: sequoia optimize --acceptance acc.json --profile profile.json"
              " --max-depth 12 --out tree.json")
@@ -49,6 +53,7 @@ def optimize_command(
                                   " an acceptance file with a calibration and a profile of the pair), with its"
                                   " predicted speed; where that is no faster than the tree's, decode runs the"
                                   " tree.")] = "sequoia",
+    strict: Strict = False,
 ):
     """Pick the tree size and depth with the best predicted speed on the profiled hardware.
 
@@ -65,23 +70,28 @@ def optimize_command(
     if acceptance == "-" and profile == "-":
         raise BadInput("--acceptance and --profile cannot both be standard input")
     writable(out=out)
-    tree = optimize(artifacts.read_acceptance(acceptance), artifacts.read_profile(profile), max_size, max_depth,
-                    positional, method)
+    vector, timed = artifacts.read_acceptance(acceptance), artifacts.read_profile(profile)
+    tree = optimize(vector, timed, max_size, max_depth, positional, method)
+    largest = max(artifacts.timings(timed["target"]))
+    warn(unsteady_profile(timed) + thin_vector(vector) + profile_cap(tree["plan"], largest, max_size), strict)
     artifacts.write_json(out, tree)
     render.plan_table(tree, out, show)
+
 
 @app.command("show", epilog="Example: sequoia build-tree --acceptance acc.json --size 16 --out - | sequoia show -")
 def show_command(tree: str = typer.Argument(..., help="A sequoia-tree/1 file ('-' for standard input).")):
     """Draw a tree with each node's rank and the probability that it is reached."""
     render.tree_drawing(artifacts.read_tree(tree))
 
+
 @app.command("export-tree", epilog="Example: sequoia export-tree tree.json --format growmap --out tree.pt")
 def export_tree_command(
     tree: Annotated[str, typer.Argument(help="A sequoia-tree/1 file ('-' for standard input).")],
     format: Annotated[str, option("eagle-choices (TensorRT-LLM's eagle_choices / medusa_choices: every node's path"
-                                  " of 0-based child ranks), growmap (the official Sequoia code's torch.save dict, a"
-                                  " .pt file) or growmap-json (the same keys as JSON lists, as UMbreLLa keeps"
-                                  " them).")],
+                                  " of 0-based child ranks; read by TensorRT-LLM releases from before its PR #18210,"
+                                  " August 2026, which removed it; vLLM removed tree attention in PR #42121), growmap"
+                                  " (the official Sequoia code's torch.save dict, a .pt file) or growmap-json (the"
+                                  " same keys as JSON lists, as UMbreLLa keeps them).")],
     out: Annotated[str, option("Where to write ('-' for standard output, the JSON formats only).")] = "-",
 ):
     """Write a tree in another engine's format, its nodes numbered level by level. A greedy tree
@@ -99,6 +109,7 @@ def export_tree_command(
         artifacts.write_text(out, content)
     console.print(f"tree of size {loaded['size']}, depth {loaded['depth']} as {format} -> {out}")
 
+
 @app.command("import-tree", epilog="Example: sequoia import-tree A100-C4-68m-7b-greedy.pt --acceptance acc.json"
              " --out tree.json")
 def import_tree_command(
@@ -107,6 +118,7 @@ def import_tree_command(
     out: Out,
     acceptance: Annotated[str | None, option("A sequoia-acceptance/1 file: rate the tree's expected tokens under it,"
                                                 " as build-tree does.")] = None,
+    strict: Strict = False,
 ):
     """Read a tree from another engine's file into a sequoia-tree/1, numbered level by level."""
     from sequoia_cli.stages.tree_interchange import import_tree
@@ -115,6 +127,7 @@ def import_tree_command(
         raise BadInput("SOURCE and --acceptance cannot both be standard input")
     writable(out=out)
     tree = import_tree(source, artifacts.read_acceptance(acceptance) if acceptance else None)
+    warn(width_mismatch(tree["parents"], tree.get("acceptance")), strict)
     artifacts.write_json(out, tree)
     if "expected_tokens" in tree:
         render.tree_summary(tree, out)

@@ -146,7 +146,7 @@ def load_config(name: str, role: str):
     try:
         return AutoConfig.from_pretrained(resolve(name, role))
     except (OSError, ValueError) as err:
-        raise BadInput(f"cannot read the {role} model '{name}': {_first_line(err)}") from None
+        raise cannot("read", f"{role} model", name, role, err) from None
 
 
 def load_tokenizer(name: str, role: str):
@@ -157,7 +157,7 @@ def load_tokenizer(name: str, role: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
-        raise BadInput(f"cannot load the {role} tokenizer '{name}': {_first_line(err)}") from None
+        raise cannot("load", f"{role} tokenizer", name, role, err) from None
 
 
 def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, placement: dict | None = None):
@@ -173,7 +173,7 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
         placed = placement_kwargs(placement) if placement else {}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placed)
     except (OSError, ValueError) as err:
-        raise BadInput(f"cannot load the {role} model '{name}': {_first_line(err)}") from None
+        raise cannot("load", f"{role} model", name, role, err) from None
     except (SafetensorError, pickle.UnpicklingError, EOFError) as err:  # a weights file of random bytes, or empty
         # torch's own words for a bad pickle advise weights_only=False, which would run the file's code.
         fault = type(err).__name__ if isinstance(err, pickle.UnpicklingError) else one_line(err)
@@ -182,6 +182,19 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
     model = (model if placement else model.to(device)).eval()
     check_tree_attention(model, name)
     return model
+
+
+def cannot(verb: str, what: str, name: str, role: str, err: Exception) -> BadInput:
+    """The one-line error of a model that does not load. A name that is no local folder and that
+    the hub could not be asked about (offline, or no network) says so and what would mend it,
+    rather than the hub client's words about connections."""
+    first = _first_line(err)
+    unreachable = any(words in first.lower() for words in ("couldn't connect", "offline mode", "cached files"))
+    if unreachable and not os.path.isdir(os.path.expanduser(name)):
+        return BadInput(f"{role} '{name}' is not a local folder and not in the Hugging Face cache, and the hub cannot"
+                        " be reached: give a local folder or a pair name (sequoia pairs), or download it where the"
+                        " hub is reachable", role)
+    return BadInput(f"cannot {verb} the {what} '{name}': {first}")
 
 
 def _first_line(err: Exception) -> str:

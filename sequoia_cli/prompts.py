@@ -83,7 +83,9 @@ def field_records(path: Path, loader: str, field: str, subtask: str | None = Non
         dataset = dataset.filter(lambda row: spec_bench_subtask(row["category"]) == subtask)
     if field not in dataset.column_names:
         present = ", ".join(dataset.column_names) or "none"
-        raise BadInput(f"{path}: no field '{field}' (fields present: {present})")
+        others = sorted((name for name in dataset.column_names if name != field), key=lambda name: name != "text")
+        fix = f": name the prompt's field, e.g. prompt_field {others[0]}" if others else ""
+        raise BadInput(f"{path}: no field '{field}' (fields present: {present}){fix}", "prompt_field")
     reference_field = next((name for name in REFERENCE_FIELDS if name in dataset.column_names), None)
     records = []
     for row_number, row in enumerate(dataset, start=1):

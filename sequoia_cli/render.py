@@ -2,6 +2,7 @@
 the tree drawing and the streamed text. Stages return data; this module draws it."""
 
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -11,6 +12,7 @@ from rich.tree import Tree
 from sequoia_cli.tree import path_probabilities, ranks
 
 console = Console(stderr=True)
+LINE_SECONDS = 2.0  # a progress line at most this often where stderr is not a terminal
 
 
 def progress_bar() -> Progress:
@@ -19,20 +21,29 @@ def progress_bar() -> Progress:
 
 
 class Bars:
-    """Progress bars that appear with their first task, so that an error found before any work
-    starts prints alone. `task(description, total)` returns `advance(weight=1, label=None)`."""
+    """Progress that appears with its first task, so that an error found before any work starts
+    prints alone: live bars on a terminal, plain lines elsewhere (a log, a pipe, CI), at most one
+    every LINE_SECONDS per task and its last. `task(description, total)` returns
+    `advance(weight=1, label=None)`. On leaving, the wall time since entering and the process's
+    peak resident memory."""
 
     def __init__(self):
         self.progress: Progress | None = None
+        self.started = time.perf_counter()
 
     def __enter__(self) -> "Bars":
+        self.started = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.progress is not None:
             self.progress.stop()
+        if exc[0] is None:
+            console.print(f"wall time {elapsed(time.perf_counter() - self.started)}, peak memory {peak_memory()}")
 
     def task(self, description: str, total: float):
+        if not console.is_terminal:
+            return self._lines(description, total)
         if self.progress is None:
             self.progress = progress_bar()
             self.progress.start()
@@ -42,6 +53,35 @@ class Bars:
             progress.update(task, advance=weight, **({"description": label} if label else {}))
 
         return advance
+
+    def _lines(self, description: str, total: float):
+        done, shown, current = 0.0, 0.0, description
+        console.print(f"{description}: 0/{total:g}", highlight=False)
+
+        def advance(weight: float = 1, label: str | None = None) -> None:
+            nonlocal done, shown, current
+            done, current, now = done + weight, label or current, time.perf_counter()
+            if now - shown >= LINE_SECONDS or done >= total:
+                shown = now
+                console.print(f"{current}: {done:g}/{total:g} ({elapsed(now - self.started)})", highlight=False)
+
+        return advance
+
+
+def peak_memory() -> str:
+    """The most memory this process has held resident so far (the kernel's high-water mark)."""
+    import resource
+
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return f"{kilobytes / 2**20:.2f} GiB" if kilobytes >= 2**20 else f"{kilobytes / 2**10:.0f} MiB"
+
+
+def elapsed(seconds: float) -> str:
+    """A wall time as a person reads it: 42.0 s, 3 min 20 s."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def error_line(message: str) -> None:
@@ -131,8 +171,8 @@ def stats_table(stats: dict) -> None:
     shown = [f"{name} {stats[key]:.3f}" for name, key in (("positional", "predicted_positional"),
                                                           ("by level", "predicted_by_level")) if key in stats]
     predicted = f" (predicted: {', '.join(shown)})" if shown else ""
-    grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f}, {stats['mean_step_tokens']:.3f} before the cut at"
-                                    f" EOS or the budget{predicted}")
+    grid.add_row("tokens per step", f"{stats['mean_accepted']:.3f} kept ({stats['mean_step_tokens']:.3f} accepted:"
+                                    f" a step's last tokens past EOS or the budget are dropped){predicted}")
     console.print(grid)
 
 
@@ -140,8 +180,9 @@ def compare_table(paths: list[str], runs: list[dict]) -> None:
     """Speeds of decode runs and their ratio to the last one, on standard output."""
     baseline = runs[-1]["tokens_per_second"]
     grid = Table()
-    for column in ("run", "method", "tokens/s", "tokens per step", "predicted", "speedup"):
-        grid.add_column(column, justify="right")
+    for column in ("stats file", "method", "tokens/s", "tokens per step, measured", "tokens per step, predicted",
+                   f"speed / {paths[-1]}"):
+        grid.add_column(column, justify="right", overflow="fold")
     for path, run in zip(paths, runs):
         predicted = run.get("expected_tokens")
         grid.add_row(path, run.get("method", "?"), f"{run['tokens_per_second']:.2f}", f"{run['mean_accepted']:.3f}",

@@ -1,7 +1,7 @@
 """decode: generate with a draft/target pair and a token tree, exactly as the target alone would."""
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sequoia_cli.artifacts import stats_artifact
@@ -11,6 +11,7 @@ from sequoia_cli.dynamic import Growth, budget_parents, growth_of
 from sequoia_cli.errors import BadInput
 from sequoia_cli.layout import Layout
 from sequoia_cli.loading import Loaded, Resolved, describe
+from sequoia_cli.mismatches import model_mismatch, setting_mismatch, width_mismatch
 from sequoia_cli.models import conversation_bound, encode_prompts, eos_ids, next_turn_ids
 from sequoia_cli.sampling import METHODS as TREE_METHODS
 from sequoia_cli.sampling import Asked, Sampling, sampling_setting
@@ -133,6 +134,22 @@ def turns_of(prompt) -> list[str]:
     return list(prompt) if isinstance(prompt, list) else [prompt]
 
 
+def mismatches(request: Request, resolved: Resolved) -> list[str]:
+    """What does not fit this run of the tree file, one line each: the models' setups and the
+    engine it was planned for, the sampling setting and the models its vector was measured at, and
+    nodes wider than its vector."""
+    tree = request.tree
+    if not tree:
+        return []
+    source = tree.get("source")
+    lines = setup_mismatches(tree, resolved.setups, resolved.engine)
+    lines += setting_mismatch(source, request.temperature, request.top_p)
+    lines += model_mismatch(source, resolved.draft_name if request.needs_draft else None, resolved.target_name)
+    if request.method in TREE_METHODS:
+        lines += width_mismatch(request.parents, tree.get("acceptance"))
+    return lines
+
+
 def setup_mismatches(tree: dict | None, setups: dict, engine: str | None = None) -> list[str]:
     """One line per model whose setup differs from the one the tree was planned for (its
     acceptance vector's, its profile's; placement changes the speed, not the acceptance), and one
@@ -170,14 +187,35 @@ def decode(request: Request, loaded: Loaded, prompts: list, show: Callable[[str]
     mode = "greedy" if sampling.greedy else f"temperature {request.temperature}, top-p {request.top_p}"
     if request.method == "dynamic" and request.growth is None:
         show(fallback_line(request.tree))
-    show(f"{request.method}: tree of size {layout.size}, depth {layout.depth}; {mode}; seed {request.seed}")
+    shape = "no draft, one token per step" if layout.size == 1 else f"tree of size {layout.size}, depth {layout.depth}"
+    show(f"{request.method}: {shape}; {mode}; seed {request.seed}")
     on_prompt_done = progress("decoding", len(prompts)) if progress else None
-    records = decode_prompts(decoder, loaded.tokenizer, conversations, encoded, request.seed, request.chat_template,
-                             on_tokens, on_prompt_done)
+    records = []
+    try:
+        for record in decode_prompts(decoder, loaded.tokenizer, conversations, encoded, request.seed,
+                                     request.chat_template, on_tokens, on_prompt_done):
+            records.append(record)
+    except KeyboardInterrupt:
+        raise Interrupted(records, run_stats(records, request, loaded.resolved, layout),
+                          sum(map(len, conversations))) from None
+    return records, run_stats(records, request, loaded.resolved, layout)
+
+
+class Interrupted(Exception):
+    """A decode run stopped by an interrupt (Ctrl-C): the records it finished, their stats, and
+    how many records the whole run would have made."""
+
+    def __init__(self, records: list[dict], stats: dict, total: int):
+        super().__init__(f"interrupted after {len(records)} of {total} records")
+        self.records, self.stats, self.total = records, stats, total
+
+
+def run_stats(records: list[dict], request: Request, resolved: Resolved, layout: Layout) -> dict:
+    """The sequoia-stats/1 artifact of a run's records."""
     # A dynamic run's trees are not the file's: its predictions are of another tree.
     tree = request.tree if request.growth is None else None
     figures = summarize(records, layout, (tree or {}).get("expected_tokens"), predictions(tree, request.parents))
-    return records, stats_artifact(figures, **run_facts(request, loaded.resolved))
+    return stats_artifact(figures, **run_facts(request, resolved))
 
 
 def decode_config(request: Request, loaded: Loaded) -> DecodeConfig:
@@ -218,26 +256,26 @@ def decode_prompt(decoder: Decoder, tokenizer, prompt: str, ids: list[int], gene
 
 def decode_prompts(decoder: Decoder, tokenizer, conversations: list[list[str]], encoded: list[list[int]], seed: int,
                    chat_template: bool = True, on_tokens: Callable[[list[int]], None] | None = None,
-                   on_prompt_done: Callable[[], None] | None = None) -> list[dict]:
-    """One record per turn, in order (a conversation's records numbered by `turn`); `encoded`
-    holds the first turns' checked token ids. The prompts share the decoder's caches, and a
-    conversation's turns their entries: a later turn reads only what it adds. A record's place in
-    the run picks its random stream."""
-    records = []
+                   on_prompt_done: Callable[[], None] | None = None) -> Iterator[dict]:
+    """One record per turn, in order, each as soon as it is done (a conversation's records
+    numbered by `turn`); `encoded` holds the first turns' checked token ids. The prompts share the
+    decoder's caches, and a conversation's turns their entries: a later turn reads only what it
+    adds. A record's place in the run picks its random stream."""
+    made = 0
     for turns, ids in zip(conversations, encoded):
         answers = []
         for turn, text in enumerate(turns):
             if turn:
                 ids = next_turn_ids(tokenizer, turns, answers, decoder.caches.tokens, chat_template)
-            generator = prompt_generator(seed, len(records), input_device(decoder.config.target))
+            generator = prompt_generator(seed, made, input_device(decoder.config.target))
             record = decode_prompt(decoder, tokenizer, text, ids, generator, on_tokens, extend=turn > 0)
             if len(turns) > 1:
                 record["turn"] = turn + 1
-            records.append(record)
+            made += 1
             answers.append(record["text"])
+            yield record
         if on_prompt_done:
             on_prompt_done()
-    return records
 
 
 def predictions(tree: dict | None, parents: list[int]) -> dict:

@@ -67,11 +67,12 @@ def token_counts(max_tokens: int) -> list[int]:
     return counts
 
 
-def profile_hw(models: dict[str, tuple[str, object]], dtype: str, timing: Timing, on_round_done=None,
+def profile_hw(models: dict[str, tuple[str, object]], dtype: str, timing: Timing, on_timed=None,
                setups: dict | None = None, engine: str = "eager") -> dict:
     """A sequoia-profile/1 artifact timing each model of `models` ({role: (name, model)}, the
     target first) as `timing` says, with the forwards of `engine` (kv.py; a placed model runs
-    eager); `setups` ({role: setup}) are recorded beside each model's times."""
+    eager); `setups` ({role: setup}) are recorded beside each model's times. `on_timed()` follows
+    every burst, warm-up included (`bursts` of them in all)."""
     counts = check_request(models, timing)
     timers = {role: forward_timer(model, timing.context_length, counts, timing.seed, engine)
               for role, (_, model) in models.items()}
@@ -79,8 +80,9 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, timing: Timing
         for count in counts:
             for _ in range(timing.warmup):
                 timer(count)
-    rounds = time_rounds(lambda role, count: timers[role](count), list(models), counts, timing.repeats,
-                         on_round_done)
+                if on_timed:
+                    on_timed()
+    rounds = time_rounds(lambda role, count: timers[role](count), list(models), counts, timing.repeats, on_timed)
     table = curves(rounds, list(models), counts)
     sections = {role: {"model": name, **table[role]} for role, (name, _) in models.items()}
     for role, setup in (setups or {}).items():
@@ -96,14 +98,20 @@ def profile_hw(models: dict[str, tuple[str, object]], dtype: str, timing: Timing
 
 def profile(loaded: Loaded, timing: Timing, progress=None) -> dict:
     """The profile artifact of the loaded models (the draft too where one is loaded), with their
-    names and setups; `progress(description, total)` returns a callable to advance by a round."""
+    names and setups; `progress(description, total)` returns a callable to advance by a burst."""
     resolved = loaded.resolved
     models = {"target": (resolved.target_name, loaded.target)}
     if loaded.draft is not None:
         models["draft"] = (resolved.draft_name, loaded.draft)
-    check_request(models, timing)
-    on_round_done = progress("timing", timing.repeats) if progress else None
-    return profile_hw(models, resolved.dtype, timing, on_round_done, resolved.setups, resolved.engine)
+    counts = check_request(models, timing)
+    on_timed = progress("timing", bursts(len(models), len(counts), timing)) if progress else None
+    return profile_hw(models, resolved.dtype, timing, on_timed, resolved.setups, resolved.engine)
+
+
+def bursts(models: int, counts: int, timing: Timing) -> int:
+    """The bursts a profile times: per (model, count), its warm-up ones, then one out and one back
+    in every round."""
+    return models * counts * (timing.warmup + 2 * timing.repeats)
 
 
 def steady(target_t1_by_round: list[float]) -> bool:
@@ -159,9 +167,9 @@ def forward_timer(model, context_length: int, counts: list[int], seed: int = 0, 
     return time_one
 
 
-def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_round_done=None) -> list[dict]:
+def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_timed=None) -> list[dict]:
     """Per round, {(role, count): ms}: every item timed on the way out (in an order rotated by one
-    each round) and on the way back, and the two averaged."""
+    each round) and on the way back, and the two averaged; `on_timed()` after each timing."""
     items = [(role, count) for role in roles for count in counts]
     out = []
     for index in range(rounds):
@@ -170,9 +178,9 @@ def time_rounds(time_one, roles: list[str], counts: list[int], rounds: int, on_r
         times = {item: [] for item in items}
         for item in order + order[::-1]:
             times[item].append(time_one(*item))
+            if on_timed:
+                on_timed()
         out.append({item: sum(pair) / 2 for item, pair in times.items()})
-        if on_round_done:
-            on_round_done()
     return out
 
 

@@ -48,11 +48,12 @@ def sequoia(*args, input: str | None = None, cwd=None) -> Done:
         return Done(code, stdout.getvalue().decode(), stderr.getvalue().decode())
 
 
-def sequoia_process(*args, input: str | None = None, cwd=None) -> Done:
-    """`sequoia ARGS` as its own process, for what only a process shows: exit codes and pipes."""
+def sequoia_process(*args, input: str | None = None, cwd=None, env: dict | None = None) -> Done:
+    """`sequoia ARGS` as its own process, for what only a process shows: exit codes, pipes, the
+    environment (`env`: variables added to this one's)."""
     code = "import sys; sys.argv[0] = 'sequoia'; from sequoia_cli.cli import main; main()"
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], input=input, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
     return Done(done.returncode, done.stdout, done.stderr)
 
 

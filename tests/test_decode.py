@@ -292,7 +292,7 @@ def test_a_conversation_decodes_turn_by_turn_as_the_targets_own_greedy(pair, eng
     first = tokenizer(turns[0])["input_ids"]
     stop = frozenset(eos_ids(target, tokenizer))
     decoding = decoder(target, draft, DP_TREE, Sampling(), 12, eos_ids=stop, engine=engine)
-    records = decode_prompts(decoding, tokenizer, [turns], [first], 0, chat_template=False)
+    records = list(decode_prompts(decoding, tokenizer, [turns], [first], 0, chat_template=False))
     assert [r["turn"] for r in records] == [1, 2, 3] and [r["prompt"] for r in records] == turns
     held, answers = [], []
     for turn, record in enumerate(records):

@@ -4,7 +4,7 @@ the monotone fix keeps what the data show beyond their spread."""
 
 import numpy as np
 import pytest
-from sequoia_cli.stages.profile_hw import Timing, curves, monotone, profile_hw, steady, time_rounds
+from sequoia_cli.stages.profile_hw import Timing, bursts, curves, monotone, profile_hw, steady, time_rounds
 
 from sequoia_cli import render
 from sequoia_cli.artifacts import check_profile
@@ -87,9 +87,10 @@ def test_profile_of_tiny_models_records_its_rounds_and_spread():
     target, draft = tiny_model("qwen2", seed=1), tiny_model("qwen2", seed=2)
     done = []
     profile = profile_hw({"target": ("t", target), "draft": ("d", draft)}, "float32", Timing(4, 8, 3, 1),
-                         on_round_done=lambda: done.append(1))
+                         on_timed=lambda: done.append(1))
     check_profile("profile.json", profile)
-    assert len(done) == 3 and len(profile["target_t1_by_round"]) == 3
+    assert len(done) == bursts(2, 4, Timing(4, 8, 3, 1)) == 2 * 4 * (1 + 2 * 3)  # every burst, warm-up included
+    assert len(profile["target_t1_by_round"]) == 3
     assert profile["repeats"] == 3 and profile["warmup"] == 1 and profile["threads"] >= 1
     assert profile["steady"] == steady(profile["target_t1_by_round"])
     for role in ("target", "draft"):

@@ -93,9 +93,16 @@ def test_unknown_extension(tmp_path):
     assert_bad(path, "unknown file kind")
 
 
-def test_missing_field_lists_the_fields_present(tmp_path):
+def test_missing_field_lists_the_fields_present_and_names_the_option(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"question": "a", "id": 1}])
     assert_bad(path, "no field 'prompt' (fields present: question, id)")
+    with pytest.raises(BadInput) as caught:
+        load_prompts(str(path))
+    assert caught.value.worded_as_options().endswith("e.g. --prompt-field question")
+    path = write_jsonl(tmp_path / "q.jsonl", [{"id": 1, "text": "a"}])
+    with pytest.raises(BadInput) as caught:
+        load_prompts(str(path))
+    assert caught.value.worded_as_options().endswith("e.g. --prompt-field text")
 
 
 def test_other_missing_field(tmp_path):
