@@ -180,9 +180,12 @@ def compare_table(paths: list[str], runs: list[dict]) -> None:
     """Speeds of decode runs and their ratio to the last one, on standard output."""
     baseline = runs[-1]["tokens_per_second"]
     grid = Table()
+    methods = [run.get("method", "?") for run in runs]
     for column in ("stats file", "method", "tokens/s", "tokens per step, measured", "tokens per step, predicted",
-                   f"speed / {paths[-1]}"):
-        grid.add_column(column, justify="right", overflow="fold")
+                   "speed vs the last"):
+        # A method's name is never cut; a long path folds onto more lines.
+        width = max(map(len, methods)) if column == "method" else None
+        grid.add_column(column, justify="right", overflow="fold", min_width=width, no_wrap=column == "method")
     for path, run in zip(paths, runs):
         predicted = run.get("expected_tokens")
         grid.add_row(path, run.get("method", "?"), f"{run['tokens_per_second']:.2f}", f"{run['mean_accepted']:.3f}",

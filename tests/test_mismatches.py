@@ -152,3 +152,14 @@ def test_a_model_id_the_offline_hub_cannot_serve_is_named_with_the_fix(tmp_path)
                            "--prompt", "hi", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert_one_line_error(done, "--target 'nobody-here/no-such-model' is not a local folder",
                           "not in the Hugging Face cache", "sequoia pairs")
+
+
+def test_compare_shows_whole_method_names_and_says_what_each_column_holds(tmp_path):
+    stats = {"format": "sequoia-stats/1", "tokens_per_second": 10.0, "mean_accepted": 3.5, "expected_tokens": 3.9}
+    paths = [put(tmp_path, "a-very-long-stats-file-name-for-the-first-run.json", dict(stats, method="autoregressive")),
+             put(tmp_path, "b.json", dict(stats, method="specinfer", tokens_per_second=5.0))]
+    done = sequoia("compare", *paths)
+    assert done.returncode == 0, done.stderr
+    assert "autoregressive" in done.stdout and "specinfer" in done.stdout, done.stdout
+    assert "measured" in done.stdout and "predicted" in done.stdout and "speed vs" in done.stdout
+    assert "2.00x" in done.stdout
