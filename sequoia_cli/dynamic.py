@@ -19,6 +19,7 @@ nodes the walk can never reach together. Tests check both by exact enumeration a
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -51,6 +52,21 @@ class Growth:
     def budget(self) -> int:
         """The most nodes a tree can have, root included."""
         return 1 + sum(self.widths)
+
+    @cached_property
+    def _times(self) -> dict[str, list[float]]:
+        """Each model's forward time at 0 to twice the budget tokens, read once: every level of
+        every step weighs many counts."""
+        return {role: [interpolate(ms, count) for count in range(2 * self.budget + 1)]
+                for role, ms in (("target", self.target_ms), ("draft", self.draft_ms))}
+
+    def target_at(self, count: int) -> float:
+        times = self._times["target"]
+        return times[count] if count < len(times) else interpolate(self.target_ms, count)
+
+    def draft_at(self, count: int) -> float:
+        times = self._times["draft"]
+        return times[count] if count < len(times) else interpolate(self.draft_ms, count)
 
 
 def filled_rates(calibration: dict) -> tuple[float, ...]:
@@ -148,16 +164,16 @@ def worth_reading(reach: float, frontier: int, read_tokens: int, size: int, leve
     Looking past the first level keeps a forward time that is not monotone in the tokens (a CPU
     slower at 2 tokens than at 6) or a first level that just fails to pay on its own from stopping
     a tree that pays as a whole."""
-    base = interpolate(growth.target_ms, size)
+    base = growth.target_at(size)
     gained = draft = 0.0
     added, nodes = 0, frontier
     for depth, cap in enumerate(growth.widths[level:]):
-        draft += interpolate(growth.draft_ms, read_tokens if depth == 0 else nodes)
+        draft += growth.draft_at(read_tokens if depth == 0 else nodes)
         nodes = min(cap, growth.children * nodes)
         added += nodes
         reach *= growth.gain
         gained += reach
-        if gained * growth.token_ms >= draft + interpolate(growth.target_ms, size + added) - base:
+        if gained * growth.token_ms >= draft + growth.target_at(size + added) - base:
             return True
     return False
 
@@ -167,8 +183,8 @@ def node_price(size: int, growth: Growth) -> float:
     the target's cheapest time per node over growing the tree by 1 node up to its budget (a node
     opens the room for more, and a forward time that is not monotone, or flat past a point, makes
     several nodes cheaper per node than one), in tokens of `token_ms`."""
-    base = interpolate(growth.target_ms, size)
-    return min((interpolate(growth.target_ms, size + added) - base) / added
+    base = growth.target_at(size)
+    return min((growth.target_at(size + added) - base) / added
                for added in range(1, max(2, growth.budget - size + 1))) / growth.token_ms
 
 

@@ -113,7 +113,7 @@ def simulated_step(growth: Growth, confidence: Confidence, pending: int,
         read_tokens = pending if level == 0 else frontier
         if not worth_reading(float(reach.sum()), frontier, read_tokens, size, level, growth):
             break
-        ms += interpolate(growth.draft_ms, read_tokens)
+        ms += growth.draft_at(read_tokens)
         read += 1
         accept = torch.from_numpy(rates[draw_bins(confidence, frontier, growth.children, rng)])
         truth = (accept * torch.from_numpy(confidence.factors)).clamp(max=1.0)
@@ -127,7 +127,7 @@ def simulated_step(growth: Growth, confidence: Confidence, pending: int,
         size, frontier = size + len(kept), len(kept)
         unread = float(realized.sum())
         tokens += unread
-    return tokens, ms + interpolate(growth.target_ms, size), read, unread
+    return tokens, ms + growth.target_at(size), read, unread
 
 
 def predict(growth: Growth, confidence: Confidence, steps: int = STEPS, seed: int = SEED) -> Prediction:
