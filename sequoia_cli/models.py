@@ -170,8 +170,10 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
 
     path = resolve(name, role)
     try:
-        placed = placement_kwargs(placement) if placement else {}
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placed)
+        if placement:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement_kwargs(placement))
+        else:
+            model = read_whole(path, dtype) or AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as err:
         raise cannot("load", f"{role} model", name, role, err) from None
     except (SafetensorError, pickle.UnpicklingError, EOFError) as err:  # a weights file of random bytes, or empty
@@ -182,6 +184,44 @@ def load_model(name: str, role: str, device: torch.device, dtype: torch.dtype, p
     model = (model if placement else model.to(device)).eval()
     check_tree_attention(model, name)
     return model
+
+
+def read_whole(path: str, dtype: torch.dtype):
+    """The model of a local folder of safetensors files, its weights read into memory of its own
+    one tensor at a time (None for anything else: a hub id, .bin weights). transformers maps the
+    files instead, and the mapped pages stay resident beside every weight set_up packs or
+    quantizes, twice the model in all; read this way, each replaced weight is freed as it goes."""
+    from safetensors import safe_open
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, GenerationConfig
+
+    files = weight_files(path) if os.path.isdir(path) else []
+    config = AutoConfig.from_pretrained(path) if files else None
+    if config is None or type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return None
+    weights = {}
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu", backend="pread") as opened:
+            names = opened.keys()  # a safe_open is no mapping: it has keys() but no iteration
+            for key in names:
+                tensor = opened.get_tensor(key)
+                weights[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    model = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].from_pretrained(None, config=config, state_dict=weights,
+                                                                       dtype=dtype)
+    if os.path.exists(os.path.join(path, "generation_config.json")):
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    return model
+
+
+def weight_files(folder: str) -> list[str]:
+    """The safetensors files transformers reads from a folder: model.safetensors, or the shards its
+    index names (other .safetensors files, a consolidated copy say, are not the model's)."""
+    whole, index = os.path.join(folder, "model.safetensors"), os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(whole):
+        return [whole]
+    if os.path.exists(index):
+        with open(index) as handle:
+            return [os.path.join(folder, name) for name in sorted(set(json.load(handle)["weight_map"].values()))]
+    return []
 
 
 def cannot(verb: str, what: str, name: str, role: str, err: Exception) -> BadInput:

@@ -27,6 +27,9 @@ from sequoia_cli.errors import BadInput
 
 QUANTIZE = ("none", "int8", "int4")
 INT4_GROUP = 32  # input columns sharing one int4 scale and zero (the CUDA kernel takes 32 to 256)
+# Rows quantized at a time: the float32 steps over a whole vocabulary-sized output layer would
+# hold several copies of it at once.
+ROW_BLOCK = 4096
 INT4_TILES = 8  # both int4 kernels' packing: K must be a multiple of 16 * tiles
 # PyTorch's weight-only kernels by device type and mode; nothing else runs a quantized layer.
 KERNELS = {("cpu", "int8"): "_weight_int8pack_mm", ("cpu", "int4"): "_weight_int4pack_mm_for_cpu",
@@ -38,12 +41,17 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = linear.weight.detach().float()
-        # Codes from the scale as stored (rounded to the model's dtype): each weight is then off by
-        # at most half a step.
-        scale = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0).to(linear.weight.dtype)
-        codes = (weight / scale.float()[:, None]).round().clamp(-128, 127)
-        self.register_buffer("weight_int8", codes.to(torch.int8))
+        weight = linear.weight.detach()
+        codes = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+        scale = torch.empty(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        for start in range(0, weight.shape[0], ROW_BLOCK):
+            block = weight[start:start + ROW_BLOCK].float()
+            # Codes from the scale as stored (rounded to the model's dtype): each weight is then
+            # off by at most half a step.
+            block_scale = (block.abs().amax(dim=1).clamp_min(1e-12) / 127.0).to(weight.dtype)
+            codes[start:start + ROW_BLOCK] = (block / block_scale.float()[:, None]).round().clamp(-128, 127)
+            scale[start:start + ROW_BLOCK] = block_scale
+        self.register_buffer("weight_int8", codes)
         self.register_buffer("scale", scale)
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -60,16 +68,19 @@ def int4_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A weight's int4 codes (int32, its shape, 0..15) and its scales and zeros, (groups, rows, 2)
     bf16 as both kernels read them: w = (q - 8) * scale + zero within each group of INT4_GROUP
     input columns."""
-    weight = weight.detach().float()
     rows, cols = weight.shape
-    groups = weight.reshape(rows, cols // INT4_GROUP, INT4_GROUP)
-    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-    # Scale and zero as the kernels read them (bf16); the codes are computed from those.
-    scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
-    zero = (low + 8.0 * scale).to(torch.bfloat16).float()
-    q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15)
-    scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
-    return q.to(torch.int32).reshape(rows, cols), scales_and_zeros
+    codes = torch.empty(rows, cols, dtype=torch.int32, device=weight.device)
+    scales_and_zeros = torch.empty(cols // INT4_GROUP, rows, 2, dtype=torch.bfloat16, device=weight.device)
+    for start in range(0, rows, ROW_BLOCK):
+        groups = weight[start:start + ROW_BLOCK].detach().float().reshape(-1, cols // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        # Scale and zero as the kernels read them (bf16); the codes are computed from those.
+        scale = ((high - low) / 15.0).clamp_min(1e-6).to(torch.bfloat16).float()
+        zero = (low + 8.0 * scale).to(torch.bfloat16).float()
+        q = ((groups - zero[..., None]) / scale[..., None] + 8.0).round().clamp(0, 15)
+        codes[start:start + ROW_BLOCK] = q.reshape(-1, cols)
+        scales_and_zeros[:, start:start + ROW_BLOCK] = torch.stack([scale, zero], dim=-1).transpose(0, 1)
+    return codes, scales_and_zeros
 
 
 def nibbles(codes: torch.Tensor) -> torch.Tensor:
@@ -158,10 +169,13 @@ def quantize_linears(model: nn.Module, mode: str) -> nn.Module:
 def replace_linears(model: nn.Module, chosen, kind) -> nn.Module:
     """Replace every linear layer of `model` that `chosen` accepts by `kind(layer)`, in place;
     returns the model."""
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and chosen(child):
-                setattr(module, child_name, kind(child))
+    # By name, not over a list of the modules: each replaced layer's weight is freed as the next
+    # is made, so a model is never held twice.
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and chosen(module)]
+    for name in names:
+        parent_name, _, child_name = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child_name, kind(getattr(parent, child_name)))
     model.config.tie_word_embeddings = False  # the output layer has its own weights now
     return model
 

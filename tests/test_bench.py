@@ -15,6 +15,7 @@ from sequoia_cli.stages.bench import (
     dynamic_trees,
     hardware,
     harness,
+    memory,
     offload,
     shared,
     spec_bench,
@@ -469,6 +470,39 @@ def test_dynamic_trees_run_beside_the_static_tree_with_the_calibrations_error(ti
     assert len(measured) == 4 and all(sum(v["calibration"]["tried"]) > 0 for v in measured)
     text = report.read_text()
     assert "## 10. Dynamic trees" in text and "- calibration, humaneval at greedy (" in text
+
+
+def test_memory_runs_each_stage_in_a_process_of_its_own_and_reports_its_peak(tiny_pair, tmp_path):
+    target, draft, tokenizer = tiny_pair
+    for role, model in (("target", target), ("draft", draft)):
+        model.save_pretrained(tmp_path / role)
+        tokenizer.save_pretrained(tmp_path / role)
+    setups = {"draft": {"quantize": "none", "vocab": None},
+              "target": {"quantize": "none", "vocab": None, "placement": None}}
+    resolved = Resolved(str(tmp_path / "draft"), str(tmp_path / "target"), setups, "cpu", "float32")
+    config = dataclasses.replace(TINY, experiments=bench.experiments_of("memory"))
+    plan = bench.prepare(str(tmp_path / "out"), config, 3, NAMES, "float32")
+    report = bench.bench(plan, Loaded(resolved, target, draft, tokenizer))
+    rows = json.loads((tmp_path / "out" / "bench.json").read_text())["memory"]
+    assert [row["stage"] for row in rows] == list(memory.STAGES)
+    for row in rows:
+        assert "error" not in row, row
+        # The interpreter and torch alone hold a hundred MiB; the peak is at least the set-up models.
+        assert 0.1 < row["set_up_gib"] <= row["peak_gib"]
+    text = report.read_text()
+    assert "## 11. Memory" in text and "| measure-acceptance |" in text
+
+
+def test_a_stage_that_cannot_load_fails_its_memory_row_not_the_run(tiny_pair, tmp_path):
+    setups = {"draft": {"quantize": "none", "vocab": None},
+              "target": {"quantize": "none", "vocab": None, "placement": None}}
+    resolved = Resolved(str(tmp_path / "no-draft"), str(tmp_path / "no-target"), setups, "cpu", "float32")
+    config = dataclasses.replace(TINY, experiments=(5, 11))
+    plan = bench.prepare(str(tmp_path / "out"), config, 3, NAMES, "float32")
+    report = bench.bench(plan, Loaded(resolved, *tiny_pair))
+    rows = json.loads((tmp_path / "out" / "bench.json").read_text())["memory"]
+    assert all("no such folder" in row["error"] for row in rows)
+    assert "## 5. The DP itself" in report.read_text()
 
 
 ALL = "scalability,robustness,wall-clock,hardware,dp,overhead,offload"

@@ -13,7 +13,8 @@ experiment is one entry here and its module.
 7. offload: the target offloaded (most of its weights on disk), its tree against autoregressive decoding;
 8. engines: the device's engines side by side: t(1), Sequoia tokens/s, start-up;
 9. spec-bench: Spec-Bench's six subtasks, greedy: tokens per step and speedups in its own terms;
-10. dynamic: trees grown per step by the draft's calibrated confidence against the static tree.
+10. dynamic: trees grown per step by the draft's calibrated confidence against the static tree;
+11. memory: the peak resident memory of each stage that loads the models.
 """
 
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from sequoia_cli.stages.bench import (
     dynamic_trees,
     engines,
     hardware,
+    memory,
     offload,
     plots,
     sections,
@@ -80,6 +82,7 @@ EXPERIMENTS = (
                spec_bench.spec_bench_section),
     Experiment(10, "dynamic", "Dynamic trees", dynamic_trees.run_dynamic, dynamic_trees.dynamic_work,
                dynamic_trees.dynamic_section),
+    Experiment(11, "memory", "Memory", memory.run_memory, memory.memory_work, memory.memory_section),
 )
 BY_NUMBER = {experiment.number: experiment for experiment in EXPERIMENTS}
 BY_NAME = {experiment.name: experiment for experiment in EXPERIMENTS}

@@ -62,7 +62,7 @@ class Config:
     # Experiment numbers (experiments.EXPERIMENTS); by default not 7, which loads the target a second time,
     # nor 9, which decodes a set of its own (Spec-Bench: half of `prompts` per subtask, its vector on
     # `acceptance_prompts` / 16 others per subtask), nor 10 (dynamic trees: vectors of its own on a quarter of
-    # `acceptance_prompts`, then as many decodes as 3).
+    # `acceptance_prompts`, then as many decodes as 3), nor 11 (memory: loads the models again per stage).
     experiments: tuple = (1, 2, 3, 4, 5, 6, 8)
     # Experiment 7: the target offloaded (CPU memory for this much of it, the rest on disk).
     offload_memory: str = "1GiB"
@@ -86,7 +86,7 @@ FULL = Config("full", prompts=8, new_tokens=128, scale_prompts=8, scale_tokens=(
               acceptance_prompts=32, continuation=96, width=16, sizes=(4, 16, 64, 128), scale_temperatures=(1.0,),
               robust_temperatures=(0.3, 0.6, 1.0), robust_size=16, sweep=((16, 8), (64, 8)), sweep_prompts=24,
               sweep_tokens=96, chain_max_size=4,
-              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10))
+              profile_max=128, profile_repeats=7, experiments=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11))
 
 
 def spread_prompts(total: int, decoded: int, acceptance: int) -> tuple[list[int], list[int]]:

@@ -25,7 +25,7 @@ from sequoia_cli.sampling import Sampling
 WORKLOADS = {"humaneval": {"chat_template": False}, "mt-bench": {"chat_template": True}}
 SETTINGS = {"greedy": Sampling(), "sampled": Sampling(0.6, 0.9)}  # experiment 3's two settings
 ROWS = ("vectors", "scalability", "robustness", "wall_clock", "sweep", "hardware", "overhead", "dp", "engines",
-        "dynamic", "dynamic_vectors")
+        "dynamic", "dynamic_vectors", "memory")
 
 
 def sampling_at(temperature: float, top_p: float = 1.0, method: str = "sequoia") -> Sampling:
