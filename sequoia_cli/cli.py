@@ -7,6 +7,7 @@ and the bench); the options they share in cli_options.py.
 
 import functools
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -126,12 +127,19 @@ def merge_acceptance_command(
 @model_options
 def profile_hw_command(
     models: ModelChoice, out: Out,
-    max_tokens: Annotated[int, option("Largest token count to time (1..8, then powers of two up to this).")] = 128,
+    quick: Annotated[bool, option("2 rounds, 1 warm-up, counts up to 32 tokens: a third of the default's forwards,"
+                                  " none of the slow large counts (README: minutes and memory on the built-in"
+                                  " pair).", "--quick")] = False,
+    max_tokens: Annotated[int | None, option("Largest token count to time (1..8, then powers of two up to this);"
+                                             " the optimizer weighs no tree larger. Default: 128; 32 with"
+                                             " --quick.")] = None,
     context_length: Annotated[int, option("Tokens already in the KV cache during each timed forward.")] = 256,
-    repeats: Annotated[int, option("Rounds: each times every (model, count) twice, out and back in a rotated order,"
-                                   " each the fastest of 3 forwards; each count keeps the median over rounds of its"
-                                   " time over its model's t(1) of the same round.")] = 5,
-    warmup: Annotated[int, option("Untimed forwards per (model, count) first.")] = 2,
+    repeats: Annotated[int | None, option("Rounds: each times every (model, count) twice, out and back in a rotated"
+                                          " order, each the fastest of 3 forwards; each count keeps the median over"
+                                          " rounds of its time over its model's t(1) of the same round. Default: 5;"
+                                          " 2 with --quick.")] = None,
+    warmup: Annotated[int | None, option("Untimed forwards per (model, count) first. Default: 2; 1 with"
+                                         " --quick.")] = None,
     seed: Annotated[int, option("Seed of the random tokens.")] = 0,
 ):
     """Time one forward of n tokens on a KV cache, for the target and, given a draft or a pair,
@@ -139,11 +147,15 @@ def profile_hw_command(
     so every count is timed in interleaved rounds as a ratio to its model's t(1) of the same round
     (the draft's t(1) to the target's), each ratio the median over rounds. A profile whose rounds
     read the target's t(1) more than 15% apart is marked unsteady: a slowed machine also changes
-    the curves' shape, so profile again when the machine is idle."""
+    the curves' shape, so profile again when the machine is idle. By default each model runs 12
+    counts 12 times (2 warm-up, 10 timed), each the fastest of 3 forwards: 432 forwards of up to
+    128 tokens; --quick runs 10 counts 5 times: 150 forwards of up to 32."""
     from sequoia_cli.loading import resolve
-    from sequoia_cli.stages.profile_hw import Timing, check_settings, profile
+    from sequoia_cli.stages.profile_hw import DEFAULT, QUICK, check_settings, profile
 
-    timing = Timing(max_tokens, context_length, repeats, warmup, seed)
+    given = {"max_tokens": max_tokens, "repeats": repeats, "warmup": warmup}
+    timing = replace(QUICK if quick else DEFAULT, context_length=context_length, seed=seed,
+                     **{name: value for name, value in given.items() if value is not None})
     check_settings(timing)
     writable(out=out)
     loaded = load(resolve(models, need_draft=bool(models.pair or models.draft)))

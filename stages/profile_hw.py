@@ -53,6 +53,12 @@ class Timing:
     seed: int = 0
 
 
+# What `profile-hw` times by default, and with --quick: fewer rounds and counts (up to 32 tokens,
+# the sizes a CPU's optimizer picks among) for a profile in a fraction of the time.
+DEFAULT = Timing(max_tokens=128, context_length=256, repeats=5, warmup=2)
+QUICK = Timing(max_tokens=32, context_length=256, repeats=2, warmup=1)
+
+
 def token_counts(max_tokens: int) -> list[int]:
     """1..8, then powers of two up to max_tokens."""
     if max_tokens < 1:

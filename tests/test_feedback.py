@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from sequoia_cli.stages.profile_hw import BURST, DEFAULT, QUICK, bursts, token_counts
+
 from tests.conftest import sequoia
 
 CODE = "import sys; sys.argv[0] = 'sequoia'; from sequoia_cli.cli import main; main()"
@@ -60,3 +62,23 @@ def test_an_interrupted_decode_keeps_its_finished_records_and_their_stats(pair, 
     assert rest[-1] == f"interrupted: {len(records)} of 400 prompts written to {out} and {stats}"
     figures = json.loads(stats.read_text())
     assert figures["prompts"] == len(records) and figures["tokens"] == sum(len(r["output_ids"]) for r in records)
+
+
+def test_profile_hw_help_states_the_forwards_each_timing_runs():
+    text = " ".join(sequoia("profile-hw", "--help").stdout.split())
+    for timing, forwards in ((DEFAULT, 432), (QUICK, 150)):
+        assert bursts(1, len(token_counts(timing.max_tokens)), timing) * BURST == forwards
+        assert f"{forwards} forwards of up to {timing.max_tokens}" in text
+
+
+def test_quick_profile_times_fewer_rounds_and_counts_and_a_given_setting_wins(pair, tmp_path):
+    draft, target = pair
+    common = ["profile-hw", "--draft", draft, "--target", target, "--dtype", "float32", "--context-length", "32",
+              "--quick"]
+    assert sequoia(*common, "--out", tmp_path / "quick.json").returncode == 0
+    quick = json.loads((tmp_path / "quick.json").read_text())
+    assert (quick["repeats"], quick["warmup"]) == (QUICK.repeats, QUICK.warmup)
+    assert list(quick["target"]["ms"]) == [str(count) for count in token_counts(QUICK.max_tokens)]
+    assert sequoia(*common, "--max-tokens", "8", "--repeats", "3", "--out", tmp_path / "given.json").returncode == 0
+    given = json.loads((tmp_path / "given.json").read_text())
+    assert (given["repeats"], given["warmup"], list(given["draft"]["ms"])) == (3, QUICK.warmup, list("12345678"))

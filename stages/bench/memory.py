@@ -14,20 +14,21 @@ from sequoia_cli.stages.decode import decode
 from sequoia_cli.stages.decode import prepare as decode_request
 from sequoia_cli.stages.measure_acceptance import measure
 from sequoia_cli.stages.measure_acceptance import prepare as acceptance_request
-from sequoia_cli.stages.profile_hw import Timing, profile
+from sequoia_cli.stages.profile_hw import QUICK, profile
 
 from sequoia_cli.loading import Resolved, load
 from sequoia_cli.sampling import Asked
 
-STAGES = ("measure-acceptance", "profile-hw", "decode")
+STAGES = ("measure-acceptance", "profile-hw --quick", "decode")
 WORKLOAD = "humaneval"
 CHAIN = 4  # decode's tree: its size barely moves the peak, which the weights set
 
 ABOUT = """Peak resident memory of each stage that loads the models, each run once on the pair in a fresh
 process of its own: measure-acceptance on {prompts} HumanEval prompt(s) with {continuation} tokens of
-continuation at width {width}, greedy; profile-hw up to {profile_max} tokens, one round; decode of a
+continuation at width {width}, greedy; profile-hw --quick (its default settings); decode of a
 chain of {chain} on one prompt, {new_tokens} tokens. "set up" is the process's resident memory once
-both models are loaded and set up (packed or quantized), before any work; "peak" the most it held.
+both models are loaded and set up (packed or quantized), before any work; "peak" the most it held;
+"seconds" the stage's wall time, loading included (the load average above says what else ran).
 build-tree, optimize and the tree commands load no model."""
 
 
@@ -54,8 +55,8 @@ def stage_memory(stage: str, resolved: Resolved, texts: list[str], settings: dic
         request = acceptance_request([{"prompt": text} for text in texts], Asked(greedy=True), settings["width"],
                                      settings["continuation"], 0, chat_template=WORKLOADS[WORKLOAD]["chat_template"])
         measure(request, loaded, WORKLOAD)
-    elif stage == "profile-hw":
-        profile(loaded, Timing(settings["profile_max"], 0, repeats=1))
+    elif stage == "profile-hw --quick":
+        profile(loaded, QUICK)
     else:
         request = decode_request("chain", None, CHAIN, Asked(greedy=True), settings["new_tokens"], 0,
                                  WORKLOADS[WORKLOAD]["chat_template"])
@@ -73,8 +74,8 @@ def memory_of(stage: str, resolved: Resolved, texts: list[str], settings: dict) 
 
 def memory_settings(bench: Bench) -> dict:
     config = bench.config
-    return {"width": min(config.width, 8), "continuation": config.continuation, "profile_max": config.profile_max,
-            "new_tokens": config.new_tokens, "prompts": 1}
+    return {"width": min(config.width, 8), "continuation": config.continuation, "new_tokens": config.new_tokens,
+            "prompts": 1}
 
 
 def run_memory(bench: Bench) -> None:
