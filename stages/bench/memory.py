@@ -4,7 +4,6 @@ own models or heap in it), as the command line runs it, and reports the peak res
 process reached, interpreter and libraries included, and its memory once the models were set up."""
 
 import multiprocessing
-import resource
 import time
 from functools import partial
 
@@ -17,6 +16,7 @@ from sequoia_cli.stages.measure_acceptance import prepare as acceptance_request
 from sequoia_cli.stages.profile_hw import QUICK, profile
 
 from sequoia_cli.loading import Resolved, load
+from sequoia_cli.render import peak_kilobytes
 from sequoia_cli.sampling import Asked
 
 STAGES = ("measure-acceptance", "profile-hw --quick", "decode")
@@ -42,7 +42,7 @@ def resident_kilobytes() -> int:
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak_kilobytes()
 
 
 def stage_memory(stage: str, resolved: Resolved, texts: list[str], settings: dict) -> dict:
@@ -62,7 +62,7 @@ def stage_memory(stage: str, resolved: Resolved, texts: list[str], settings: dic
                                  WORKLOADS[WORKLOAD]["chat_template"])
         decode(request, loaded, texts[:1])
     return {"stage": stage, "set_up_gib": gib(set_up),
-            "peak_gib": gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),  # kilobytes on Linux
+            "peak_gib": gib(peak_kilobytes()),
             "seconds": time.perf_counter() - started}
 
 
