@@ -78,9 +78,15 @@ def peak_kilobytes() -> int:
     """This program's resident high-water mark: Linux's VmHWM, which starts afresh with the program.
     getrusage's ru_maxrss (the fallback elsewhere) keeps, across exec, that of the process it was
     forked from: a stage started by a bench or a test holding models would report theirs."""
+    return status_kilobytes("VmHWM")
+
+
+def status_kilobytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmHWM, VmRSS) in kilobytes; where there is none, the
+    process's peak as getrusage reports it."""
     try:
         with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+            return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
     except (OSError, StopIteration):
         import resource
 

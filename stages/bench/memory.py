@@ -16,7 +16,7 @@ from sequoia_cli.stages.measure_acceptance import prepare as acceptance_request
 from sequoia_cli.stages.profile_hw import QUICK, profile
 
 from sequoia_cli.loading import Resolved, load
-from sequoia_cli.render import peak_kilobytes
+from sequoia_cli.render import peak_kilobytes, status_kilobytes
 from sequoia_cli.sampling import Asked
 
 STAGES = ("measure-acceptance", "profile-hw --quick", "decode")
@@ -36,21 +36,12 @@ def gib(kilobytes: int) -> float:
     return kilobytes / 2**20
 
 
-def resident_kilobytes() -> int:
-    """This process's resident memory now (Linux /proc; elsewhere its peak so far)."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return peak_kilobytes()
-
-
 def stage_memory(stage: str, resolved: Resolved, texts: list[str], settings: dict) -> dict:
     """Run `stage` on `texts` in this process as its command does; its memory and seconds. Runs in a
     child of the bench (memory_of)."""
     started = time.perf_counter()
     loaded = load(resolved)
-    set_up = resident_kilobytes()
+    set_up = status_kilobytes("VmRSS")  # resident now, before any work
     if stage == "measure-acceptance":
         request = acceptance_request([{"prompt": text} for text in texts], Asked(greedy=True), settings["width"],
                                      settings["continuation"], 0, chat_template=WORKLOADS[WORKLOAD]["chat_template"])
